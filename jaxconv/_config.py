@@ -1,0 +1,231 @@
+"""Validate and normalise convolution arguments into frozen, hashable configurations.
+
+Everything a ``custom_vjp`` rule needs besides the arrays is resolved here, once, in the
+public wrapper, before anything is traced: ``nondiff_argnums`` only ever holds a
+:class:`ConvConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from jax import lax
+
+from ._checks import (
+    check_choice,
+    check_float_array,
+    check_int,
+    check_same_dtype,
+    normalize_tuple,
+)
+from ._shapes import _resolve, check_kernel_fits, conv_output_size
+
+__all__ = ["METHODS", "PADDING_MODES", "ConvConfig", "conv_config", "layout_numbers"]
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+METHODS = ("auto", "direct", "fft", "shift")
+
+Pairs = tuple[tuple[int, int], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvConfig:
+    """Static description of one convolution, in ``lax.conv_general_dilated`` terms.
+
+    ``padding`` is explicit zero padding (a non-zero ``padding_mode`` has already been
+    applied to the input by the time a config is built for the convolution proper).
+    ``flip=True`` convolves with the kernel reversed along every spatial axis (the lecture's
+    true convolution); the stored ``w`` is never reversed in place.
+    """
+
+    window_strides: tuple[int, ...]
+    padding: Pairs
+    lhs_dilation: tuple[int, ...]
+    rhs_dilation: tuple[int, ...]
+    dimension_numbers: lax.ConvDimensionNumbers
+    feature_group_count: int = 1
+    batch_group_count: int = 1
+    flip: bool = False
+    precision: Any = None
+    preferred_element_type: np.dtype | None = None
+    method: str = "direct"
+
+    @property
+    def ndim(self) -> int:
+        return len(self.window_strides)
+
+    @property
+    def channels_last(self) -> bool:
+        return self.dimension_numbers.lhs_spec[1] == self.ndim + 1
+
+
+def layout_numbers(ndim: int, channels_last: bool) -> lax.ConvDimensionNumbers:
+    """Dimension numbers for channels-first ``(N, C, *S)``/``(O, I, *K)`` or channels-last
+    ``(N, *S, C)``/``(*K, I, O)`` (Flax's layout)."""
+    spatial = tuple(range(2, ndim + 2))
+    if not channels_last:
+        return lax.ConvDimensionNumbers((0, 1) + spatial, (0, 1) + spatial, (0, 1) + spatial)
+    lhs = (0, ndim + 1) + tuple(range(1, ndim + 1))
+    rhs = (ndim + 1, ndim) + tuple(range(ndim))
+    return lax.ConvDimensionNumbers(lhs, rhs, lhs)
+
+
+def canonical_precision(precision: Any) -> Any:
+    """A hashable precision accepted by ``lax`` (validated now, not at trace time)."""
+    if precision is None:
+        return None
+    try:
+        from jax._src.lax.lax import canonicalize_precision
+
+        out = canonicalize_precision(precision)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(
+            "`precision` must be None, a jax.lax.Precision, one of 'default', 'high', "
+            f"'highest', or a pair of them, got {precision!r}"
+        ) from e
+    except ImportError:  # pragma: no cover - private helper moved
+        out = precision
+    return out
+
+
+def canonical_preferred(preferred_element_type: Any) -> np.dtype | None:
+    if preferred_element_type is None:
+        return None
+    try:
+        dtype = np.dtype(preferred_element_type)
+    except TypeError as e:
+        raise TypeError(
+            "`preferred_element_type` must be None or a floating dtype, got "
+            f"{preferred_element_type!r}"
+        ) from e
+    if not np.issubdtype(dtype, np.floating) and dtype.name != "bfloat16":
+        raise TypeError(
+            f"`preferred_element_type` must be None or a floating dtype, got {dtype.name}"
+        )
+    return dtype
+
+
+def check_conv_arrays(
+    x: Any, w: Any, bias: Any, *, x_name: str = "x", w_name: str = "w"
+) -> int:
+    """Dtype and rank checks shared by conv and conv_transpose; returns the spatial rank."""
+    check_float_array(x, x_name)
+    check_float_array(w, w_name)
+    check_same_dtype([(x_name, x), (w_name, w)])
+    if bias is not None:
+        check_float_array(bias, "bias")
+        check_same_dtype([(x_name, x), ("bias", bias)])
+    wnd = len(np.shape(w))
+    if wnd < 3:
+        raise ValueError(
+            f"`{w_name}` must have ndim >= 3 (two channel axes and at least one spatial "
+            f"axis), got shape {tuple(np.shape(w))}"
+        )
+    if len(np.shape(x)) != wnd:
+        raise ValueError(
+            f"`{x_name}` must have ndim {wnd} to match `{w_name}` (batch, channel and "
+            f"{wnd - 2} spatial axes), got shape {tuple(np.shape(x))}"
+        )
+    return wnd - 2
+
+
+def split_shapes(
+    x_shape: Sequence[int], w_shape: Sequence[int], channels_last: bool
+) -> tuple[int, int, tuple[int, ...], int, int, tuple[int, ...]]:
+    """``(N, C_in, spatial, C_out, C_in_per_group, kernel)`` from the user's layout."""
+    if channels_last:
+        n, *spatial, c_in = x_shape
+        *kernel, c_in_g, c_out = w_shape
+    else:
+        n, c_in, *spatial = x_shape
+        c_out, c_in_g, *kernel = w_shape
+    return n, c_in, tuple(spatial), c_out, c_in_g, tuple(kernel)
+
+
+def check_groups(
+    groups: Any, c_in: int, c_in_g: int, c_out: int, *, x_name: str = "x", w_name: str = "w"
+) -> int:
+    groups = check_int(groups, "groups", minimum=1)
+    if c_in % groups:
+        raise ValueError(
+            f"`groups` must divide the input channels of `{x_name}` ({c_in}), got {groups}"
+        )
+    if c_out % groups:
+        raise ValueError(
+            f"`groups` must divide the output channels of `{w_name}` ({c_out}), got {groups}"
+        )
+    if c_in_g * groups != c_in:
+        raise ValueError(
+            f"`{w_name}` must have C_in // groups = {c_in} // {groups} = {c_in // groups} input "
+            f"channels to match `{x_name}`, got {c_in_g}"
+        )
+    return groups
+
+
+def conv_config(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    *,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: Any,
+    flip: Any,
+    channels_last: Any,
+    method: Any = "direct",
+    precision: Any = None,
+    preferred_element_type: Any = None,
+    x_name: str = "x",
+    w_name: str = "w",
+) -> tuple[ConvConfig, Pairs]:
+    """Validate ``conv``-style arguments; returns the config and the resolved padding pairs."""
+    nd = len(w_shape) - 2
+    if not isinstance(flip, bool | np.bool_):
+        raise TypeError(f"`flip` must be a bool, got {flip!r}")
+    if not isinstance(channels_last, bool | np.bool_):
+        raise TypeError(f"`channels_last` must be a bool, got {channels_last!r}")
+    n, c_in, spatial, c_out, c_in_g, kernel = split_shapes(x_shape, w_shape, bool(channels_last))
+    strides = normalize_tuple(stride, nd, "stride", minimum=1)
+    dilations = normalize_tuple(dilation, nd, "dilation", minimum=1)
+    groups = check_groups(groups, c_in, c_in_g, c_out, x_name=x_name, w_name=w_name)
+    if any(k < 1 for k in kernel):
+        raise ValueError(f"`{w_name}` must have every spatial size >= 1, got shape {tuple(w_shape)}")
+    pairs = _resolve(padding, spatial, kernel, strides, dilations)
+    check_kernel_fits(spatial, kernel, pairs, dilations)
+    check_choice(method, "method", METHODS)
+    cfg = ConvConfig(
+        window_strides=strides,
+        padding=pairs,
+        lhs_dilation=(1,) * nd,
+        rhs_dilation=dilations,
+        dimension_numbers=layout_numbers(nd, bool(channels_last)),
+        feature_group_count=groups,
+        flip=bool(flip),
+        precision=canonical_precision(precision),
+        preferred_element_type=canonical_preferred(preferred_element_type),
+        method=method,
+    )
+    return cfg, pairs
+
+
+def output_shape(x_shape: Sequence[int], w_shape: Sequence[int], cfg: ConvConfig) -> tuple[int, ...]:
+    """Full output shape (in the config's layout) of the convolution ``cfg`` describes."""
+    lhs_spec, rhs_spec, out_spec = cfg.dimension_numbers
+    spatial = [x_shape[d] for d in lhs_spec[2:]]
+    kernel = [w_shape[d] for d in rhs_spec[2:]]
+    out_sp = [
+        conv_output_size(i, k, s, p, d, ld)
+        for i, k, s, p, d, ld in zip(
+            spatial, kernel, cfg.window_strides, cfg.padding, cfg.rhs_dilation,
+            cfg.lhs_dilation, strict=True,
+        )
+    ]
+    out = [0] * len(x_shape)
+    out[out_spec[0]] = x_shape[lhs_spec[0]] // cfg.batch_group_count
+    out[out_spec[1]] = w_shape[rhs_spec[0]]
+    for d, size in zip(out_spec[2:], out_sp, strict=True):
+        out[d] = size
+    return tuple(out)

@@ -1,0 +1,154 @@
+"""The two hand-derived gradients of a convolution, as convolutions themselves.
+
+With stride ``S``, dilation ``D``, low padding ``P`` and (per spatial axis) taps ``a``::
+
+    Forward:  Y[n,o,i]   = sum_{c,a} X[n, c, S*i + D*a - P] W[o, c, a]        (cross-correlation)
+    dL/dW:    dW[o,c,a]  = sum_{n,i} dY[n,o,i] X[n, c, S*i + D*a - P]
+                         = correlate X with dY dilated by S, dilation acting as the stride
+    dL/dX:    dX[n,c,q]  = sum_{(i,a): S*i + D*a - P = q} sum_o dY[n,o,i] W[o,c,a]
+                         = correlate dY dilated by S with W flipped by 180 degrees
+                           and its channel axes swapped
+
+In words (the lecture's): every weight touches every output pixel, so ``dW`` sums over all
+of them; an input pixel only sees the outputs whose window covered it, which is what
+correlating the stride-dilated ``dY`` with the flipped kernel enumerates. Groups split the
+channel axes into blocks that never mix; for ``dW`` the groups ride in the batch dimension
+(``batch_group_count``), for ``dX`` they move into the kernel's output-feature axis.
+
+Both functions are built from ``lax.conv_general_dilated``, ``lax.rev`` and reshapes, which
+JAX differentiates in forward and reverse mode, so second derivatives of ``conv`` compose.
+Low-precision inputs (bfloat16/float16) accumulate in float32 and are cast back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ._config import ConvConfig
+from ._shapes import vjp_lhs_padding, vjp_rhs_padding
+
+__all__ = ["accumulation_dtype", "bias_grad", "input_grad", "weight_grad"]
+
+
+def accumulation_dtype(dtype: Any) -> np.dtype | None:
+    """float32 accumulation for half-precision inputs, the input's own dtype otherwise."""
+    return np.dtype(np.float32) if np.dtype(dtype).itemsize < 4 else None
+
+
+def _swap_io(spec: Sequence[int]) -> tuple[int, ...]:
+    return (spec[1], spec[0]) + tuple(spec[2:])
+
+
+def _split_axis(x: jax.Array, axis: int, parts: int) -> jax.Array:
+    shape = list(x.shape)
+    shape[axis : axis + 1] = [parts, shape[axis] // parts]
+    return x.reshape(shape)
+
+
+def _merge_axis_into(x: jax.Array, src: int, dst: int) -> jax.Array:
+    """Fold axis ``src`` into axis ``dst`` (numbered after ``src`` is removed), ``src`` major."""
+    moved = jnp.moveaxis(x, src, dst if dst < src else dst)
+    shape = list(moved.shape)
+    shape[dst : dst + 2] = [shape[dst] * shape[dst + 1]]
+    return moved.reshape(shape)
+
+
+def _kernel(w: jax.Array, cfg: ConvConfig) -> jax.Array:
+    """The kernel actually correlated: reversed on every spatial axis when ``flip``."""
+    return lax.rev(w, cfg.dimension_numbers.rhs_spec[2:]) if cfg.flip else w
+
+
+def _cast(x: jax.Array, dtype: Any) -> jax.Array:
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
+def input_grad(dy: jax.Array, w: jax.Array, input_shape: Sequence[int], cfg: ConvConfig) -> jax.Array:
+    """dL/dX: ``dy`` (stride-dilated) correlated with the spatially flipped, IO-swapped kernel."""
+    lhs_spec, rhs_spec, out_spec = cfg.dimension_numbers
+    out_dtype = w.dtype  # x shares w's dtype (checked by every public wrapper)
+    compute = jnp.result_type(dy.dtype, w.dtype)
+    if any(s == 0 for s in dy.shape):
+        return jnp.zeros(input_shape, w.dtype)
+    k = _kernel(w, cfg)
+    groups, batch_groups = cfg.feature_group_count, cfg.batch_group_count
+    if groups > 1 or batch_groups > 1:
+        # Each group's block of output features becomes that group's input features.
+        k = _split_axis(k, rhs_spec[0], max(groups, batch_groups))
+        k = _merge_axis_into(k, rhs_spec[0], rhs_spec[1])
+    pads = vjp_lhs_padding(
+        [input_shape[d] for d in lhs_spec[2:]],
+        [w.shape[d] for d in rhs_spec[2:]],
+        cfg.window_strides,
+        [dy.shape[d] for d in out_spec[2:]],
+        cfg.padding,
+        cfg.lhs_dilation,
+        cfg.rhs_dilation,
+    )
+    dx = lax.conv_general_dilated(
+        _cast(dy, compute),
+        _cast(lax.rev(k, rhs_spec[2:]), compute),
+        window_strides=cfg.lhs_dilation,
+        padding=pads,
+        lhs_dilation=cfg.window_strides,
+        rhs_dilation=cfg.rhs_dilation,
+        dimension_numbers=lax.ConvDimensionNumbers(out_spec, _swap_io(rhs_spec), lhs_spec),
+        feature_group_count=max(groups, batch_groups),
+        precision=cfg.precision,
+        preferred_element_type=accumulation_dtype(compute),
+    )
+    dx = _cast(dx, out_dtype)
+    if batch_groups > 1:
+        # Batch groups were stacked along features: move them back to the batch axis.
+        dx = _split_axis(dx, lhs_spec[1], batch_groups)
+        dx = _merge_axis_into(dx, lhs_spec[1], lhs_spec[0])
+    return dx
+
+
+def weight_grad(x: jax.Array, dy: jax.Array, weight_shape: Sequence[int], cfg: ConvConfig) -> jax.Array:
+    """dL/dW: ``x`` correlated with ``dy`` (dilated by the stride), summed over the batch."""
+    lhs_spec, rhs_spec, out_spec = cfg.dimension_numbers
+    out_dtype = x.dtype
+    compute = jnp.result_type(dy.dtype, x.dtype)
+    if any(s == 0 for s in dy.shape):
+        return jnp.zeros(weight_shape, x.dtype)
+    groups, batch_groups = cfg.feature_group_count, cfg.batch_group_count
+    feature_groups, batch_groups = (batch_groups, 1) if batch_groups > 1 else (1, groups)
+    pads = vjp_rhs_padding(
+        [x.shape[d] for d in lhs_spec[2:]],
+        [weight_shape[d] for d in rhs_spec[2:]],
+        cfg.window_strides,
+        [dy.shape[d] for d in out_spec[2:]],
+        cfg.padding,
+        cfg.lhs_dilation,
+        cfg.rhs_dilation,
+    )
+    # Batch plays the role of the contracted feature axis; dy is the "kernel".
+    dims = lax.ConvDimensionNumbers(_swap_io(lhs_spec), _swap_io(out_spec), _swap_io(rhs_spec))
+    dw = lax.conv_general_dilated(
+        _cast(x, compute),
+        _cast(dy, compute),
+        window_strides=cfg.rhs_dilation,
+        padding=pads,
+        lhs_dilation=cfg.lhs_dilation,
+        rhs_dilation=cfg.window_strides,
+        dimension_numbers=dims,
+        feature_group_count=feature_groups,
+        batch_group_count=batch_groups,
+        precision=cfg.precision,
+        preferred_element_type=accumulation_dtype(compute),
+    )
+    dw = _cast(dw, out_dtype)
+    return lax.rev(dw, rhs_spec[2:]) if cfg.flip else dw
+
+
+def bias_grad(dy: jax.Array, cfg: ConvConfig, dtype: Any) -> jax.Array:
+    """dL/db: every output pixel of channel ``o`` adds ``b[o]``, so sum ``dy`` over the rest."""
+    feature = cfg.dimension_numbers.out_spec[1]
+    axes = tuple(d for d in range(dy.ndim) if d != feature)
+    return jnp.sum(dy, axis=axes, dtype=accumulation_dtype(dy.dtype)).astype(dtype)
