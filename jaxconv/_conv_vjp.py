@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from jax.typing import ArrayLike
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,7 +35,14 @@ from jax import lax
 from ._config import ConvConfig
 from ._shapes import vjp_lhs_padding, vjp_rhs_padding
 
-__all__ = ["accumulation_dtype", "bias_grad", "input_grad", "weight_grad"]
+__all__ = [
+    "accumulation_dtype",
+    "bias_grad",
+    "conv_input_grad",
+    "conv_weight_grad",
+    "input_grad",
+    "weight_grad",
+]
 
 
 def accumulation_dtype(dtype: Any) -> np.dtype | None:
@@ -152,3 +161,152 @@ def bias_grad(dy: jax.Array, cfg: ConvConfig, dtype: Any) -> jax.Array:
     feature = cfg.dimension_numbers.out_spec[1]
     axes = tuple(d for d in range(dy.ndim) if d != feature)
     return jnp.sum(dy, axis=axes, dtype=accumulation_dtype(dy.dtype)).astype(dtype)
+
+
+# ----------------------------------------------------------------------------------------
+# Public faces: the two rules as functions (JAX twins of torch.nn.grad.conv*_input/weight).
+
+
+def _grad_config(
+    name_in: str,
+    input_shape: Sequence[int],
+    weight_shape: Sequence[int],
+    dy_shape: Sequence[int],
+    *,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: Any,
+    flip: Any,
+    channels_last: Any,
+    precision: Any,
+) -> ConvConfig:
+    from ._config import conv_config, output_shape
+
+    for name, shape in ((name_in, input_shape), ("weight_shape", weight_shape)):
+        if not all(isinstance(s, int | np.integer) and s >= 0 for s in shape):
+            raise TypeError(f"`{name}` must be a sequence of non-negative ints, got {shape!r}")
+    nd = len(weight_shape) - 2
+    if nd < 1 or len(input_shape) != nd + 2 or len(dy_shape) != nd + 2:
+        raise ValueError(
+            f"`{name_in}`, `weight_shape` and `dy` must all have ndim = 2 + spatial rank "
+            f"(>= 3), got {tuple(input_shape)}, {tuple(weight_shape)} and {tuple(dy_shape)}"
+        )
+    cfg, _ = conv_config(
+        tuple(input_shape), tuple(weight_shape), stride=stride, padding=padding,
+        dilation=dilation, groups=groups, flip=flip, channels_last=channels_last,
+        precision=precision, x_name=name_in, w_name="weight_shape",
+    )
+    expected = output_shape(tuple(input_shape), tuple(weight_shape), cfg)
+    if tuple(dy_shape) != expected:
+        raise ValueError(
+            f"`dy` must have the convolution's output shape {expected} for these arguments, "
+            f"got {tuple(dy_shape)}"
+        )
+    return cfg
+
+
+def conv_input_grad(
+    dy: ArrayLike,
+    w: ArrayLike,
+    input_shape: Sequence[int],
+    stride: int | Sequence[int] = 1,
+    padding: Any = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    *,
+    flip: bool = False,
+    channels_last: bool = False,
+    precision: Any = None,
+) -> jax.Array:
+    """dL/dX of :func:`jaxconv.conv`: ``dy`` correlated with the 180-degree-flipped kernel.
+
+    ``dX[q] = sum over (i, a) with S*i + D*a - P = q of dY[i] W[a]`` (summed over output
+    channels of the group): only the outputs whose window covered pixel ``q`` contribute.
+
+    Args:
+      dy: upstream gradient, ``(N, C_out, *spatial_out)`` (``(N, *spatial_out, C_out)`` if
+        ``channels_last``).
+      w: kernel, ``(C_out, C_in // groups, *kernel)`` (``(*kernel, C_in // groups, C_out)``).
+      input_shape: the full shape of the convolution's input ``x`` (in the same layout).
+      stride, padding, dilation, groups, flip, channels_last, precision: as in
+        :func:`jaxconv.conv` (zero padding only).
+
+    Returns:
+      dL/dX with shape ``input_shape`` and ``w``'s dtype.
+
+    Raises:
+      TypeError, ValueError: as :func:`jaxconv.conv`, and when ``dy`` does not have the
+        convolution's output shape.
+
+    >>> import jax.numpy as jnp
+    >>> conv_input_grad(jnp.ones((1, 1, 3)), jnp.array([[[1.0, 2.0, 3.0]]]), (1, 1, 5))
+    Array([[[1., 3., 6., 5., 3.]]], dtype=float32)
+    """
+    from ._checks import check_float_array, check_same_dtype
+
+    check_float_array(dy, "dy")
+    check_float_array(w, "w")
+    check_same_dtype([("w", w), ("dy", dy)])
+    dy, w = jnp.asarray(dy), jnp.asarray(w)
+    input_shape = tuple(input_shape)
+    cfg = _grad_config(
+        "input_shape", input_shape, w.shape, dy.shape, stride=stride, padding=padding,
+        dilation=dilation, groups=groups, flip=flip, channels_last=channels_last,
+        precision=precision,
+    )
+    return input_grad(dy, w, input_shape, cfg)
+
+
+def conv_weight_grad(
+    x: ArrayLike,
+    dy: ArrayLike,
+    weight_shape: Sequence[int],
+    stride: int | Sequence[int] = 1,
+    padding: Any = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    *,
+    flip: bool = False,
+    channels_last: bool = False,
+    precision: Any = None,
+) -> jax.Array:
+    """dL/dW of :func:`jaxconv.conv`: ``x`` correlated with ``dy`` (every weight sees every
+    output pixel).
+
+    ``dW[o, c, a] = sum_{n, i} dY[n, o, i] X[n, c, S*i + D*a - P]`` (reversed in ``a`` when
+    ``flip``).
+
+    Args:
+      x: the convolution's input, ``(N, C_in, *spatial)`` (``(N, *spatial, C_in)``).
+      dy: upstream gradient, ``(N, C_out, *spatial_out)`` (``(N, *spatial_out, C_out)``).
+      weight_shape: the kernel's shape, ``(C_out, C_in // groups, *kernel)``
+        (``(*kernel, C_in // groups, C_out)`` if ``channels_last``).
+      stride, padding, dilation, groups, flip, channels_last, precision: as in
+        :func:`jaxconv.conv` (zero padding only).
+
+    Returns:
+      dL/dW with shape ``weight_shape`` and ``x``'s dtype.
+
+    Raises:
+      TypeError, ValueError: as :func:`jaxconv.conv`, and when ``dy`` does not have the
+        convolution's output shape.
+
+    >>> import jax.numpy as jnp
+    >>> x = jnp.arange(5.0).reshape(1, 1, 5)
+    >>> conv_weight_grad(x, jnp.ones((1, 1, 3)), (1, 1, 3))   # sums of x[a : a + 3]
+    Array([[[3., 6., 9.]]], dtype=float32)
+    """
+    from ._checks import check_float_array, check_same_dtype
+
+    check_float_array(x, "x")
+    check_float_array(dy, "dy")
+    check_same_dtype([("x", x), ("dy", dy)])
+    x, dy = jnp.asarray(x), jnp.asarray(dy)
+    weight_shape = tuple(weight_shape)
+    cfg = _grad_config(
+        "x", x.shape, weight_shape, dy.shape, stride=stride, padding=padding,
+        dilation=dilation, groups=groups, flip=flip, channels_last=channels_last,
+        precision=precision,
+    )
+    return weight_grad(x, dy, weight_shape, cfg)
