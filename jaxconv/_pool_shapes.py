@@ -149,7 +149,6 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-
 @dataclass(frozen=True)
 class PoolGeometry:
     """Static geometry of a windowed pool, one entry per spatial dimension (hashable).
@@ -184,13 +183,17 @@ class PoolGeometry:
         """Padded length the windows read, per dimension (low padding included)."""
         return tuple(
             pool_extent(o, k, s, d)
-            for o, k, s, d in zip(self.out_size, self.window, self.stride, self.dilation, strict=True)
+            for o, k, s, d in zip(
+                self.out_size, self.window, self.stride, self.dilation, strict=True
+            )
         )
 
     @property
     def high_padding(self) -> tuple[int, ...]:
         """Right padding that makes the input exactly ``extent`` long (negative: crop)."""
-        return tuple(e - n - p for e, n, p in zip(self.extent, self.in_size, self.padding, strict=True))
+        return tuple(
+            e - n - p for e, n, p in zip(self.extent, self.in_size, self.padding, strict=True)
+        )
 
     @property
     def num_offsets(self) -> int:
@@ -223,7 +226,9 @@ class AdaptiveGeometry:
     @property
     def window(self) -> tuple[int, ...]:
         """Widest window per dimension."""
-        return tuple(adaptive_window(n, o) for n, o in zip(self.in_size, self.out_size, strict=True))
+        return tuple(
+            adaptive_window(n, o) for n, o in zip(self.in_size, self.out_size, strict=True)
+        )
 
 
 def spatial_axes(rank: int, channels_last: bool) -> tuple[int, ...]:
