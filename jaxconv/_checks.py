@@ -140,3 +140,18 @@ def check_ndim(x: Any, name: str, ndim: int | Sequence[int], layout: str) -> Non
             f"`{name}` must be {layout} with ndim {' or '.join(map(str, allowed))}, "
             f"got shape {tuple(np.shape(x))}"
         )
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """Check that ``value`` is a Python or NumPy bool."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"`{name}` must be a bool, got {value!r}")
+    return bool(value)
+
+
+def check_at_most(
+    values: Sequence[int], limits: Sequence[int], name: str, rule: str, received: str
+) -> None:
+    """Check ``values[i] <= limits[i]`` everywhere; ``rule`` states the bound in words."""
+    if any(v > lim for v, lim in zip(values, limits, strict=True)):
+        raise ValueError(f"`{name}` must be {rule} in every dimension, got {received}")
