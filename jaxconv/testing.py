@@ -1,0 +1,239 @@
+"""Testing utilities: Hypothesis strategies for valid convolution configurations, ``lax``
+references, and :func:`assert_vjp_matches`. Our own tests use them; so can yours.
+
+Requires ``hypothesis`` (``pip install "jaxconv[test]"``); ``import jaxconv`` does not.
+
+Strategies draw dependent values in order — rank, kernel, dilation, stride, padding, an
+input at least as large as the effective kernel, groups and channels, layout — and array
+contents from a drawn PRNG seed, so examples are cheap and shrink to small configurations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+try:
+    from hypothesis import strategies as st
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        'jaxconv.testing needs hypothesis: pip install "jaxconv[test]"'
+    ) from e
+
+from ._config import layout_numbers
+from ._shapes import dilate_dim, padding_pairs
+from ._tolerances import relative_error, tolerance
+
+__all__ = [
+    "ConvCase",
+    "assert_allclose_rel",
+    "assert_vjp_matches",
+    "conv_cases",
+    "lax_conv",
+    "random_array",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvCase:
+    """One drawn convolution: shapes, keyword arguments for :func:`jaxconv.conv`, a seed."""
+
+    x_shape: tuple[int, ...]
+    w_shape: tuple[int, ...]
+    bias: bool
+    kwargs: dict[str, Any]
+    seed: int
+
+    @property
+    def channels_last(self) -> bool:
+        return bool(self.kwargs.get("channels_last", False))
+
+    def arrays(self, dtype: Any = np.float64) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+        """``(x, w, bias)`` drawn from ``self.seed`` (standard normal, cast to ``dtype``)."""
+        rng = np.random.default_rng(self.seed)
+        x = random_array(rng, self.x_shape, dtype)
+        w = random_array(rng, self.w_shape, dtype)
+        c_out = self.w_shape[-1] if self.channels_last else self.w_shape[0]
+        b = random_array(rng, (c_out,), dtype) if self.bias else None
+        return x, w, b
+
+
+def random_array(rng: np.random.Generator, shape: Sequence[int], dtype: Any = np.float64) -> jax.Array:
+    """Standard-normal array of ``shape`` from ``rng``, as ``dtype``."""
+    return jnp.asarray(rng.standard_normal(tuple(shape)), dtype=dtype)
+
+
+@st.composite
+def conv_cases(
+    draw: st.DrawFn,
+    *,
+    ranks: Sequence[int] = (1, 2, 3),
+    max_kernel: int = 3,
+    max_stride: int = 3,
+    max_dilation: int = 2,
+    max_batch: int = 2,
+    max_group_channels: int = 3,
+    max_groups: int = 3,
+    padding_modes: Sequence[str] = ("zeros",),
+    allow_flip: bool = True,
+    allow_channels_last: bool = True,
+    allow_bias: bool = True,
+    allow_strings: bool = True,
+) -> ConvCase:
+    """A valid :func:`jaxconv.conv` configuration (see :class:`ConvCase`)."""
+    nd = draw(st.sampled_from(tuple(ranks)))
+    kmax = max_kernel if nd < 3 else min(max_kernel, 2)
+    kernel = tuple(draw(st.integers(1, kmax)) for _ in range(nd))
+    dilation = tuple(draw(st.integers(1, max_dilation)) for _ in range(nd))
+    stride = tuple(draw(st.integers(1, max_stride)) for _ in range(nd))
+    spans = [dilate_dim(k, d) for k, d in zip(kernel, dilation, strict=True)]
+    mode = draw(st.sampled_from(tuple(padding_modes)))
+    forms = ["int", "per_dim", "pairs"] + (["VALID", "SAME", "SAME_LOWER", "FULL"] if allow_strings else [])
+    form = draw(st.sampled_from(forms))
+    if form == "int":
+        padding: Any = draw(st.integers(0, max(spans) - 1 if max(spans) > 1 else 1))
+        pads = [(padding, padding)] * nd
+    elif form == "per_dim":
+        padding = tuple(draw(st.integers(0, s)) for s in spans)
+        pads = [(p, p) for p in padding]
+    elif form == "pairs":
+        padding = tuple((draw(st.integers(0, s)), draw(st.integers(0, s))) for s in spans)
+        pads = list(padding)
+    else:
+        padding = form
+        pads = [(s - 1, s - 1) for s in spans] if form == "FULL" else [(0, 0)] * nd
+    # The input must hold the dilated kernel once padded (for SAME any size works; choose
+    # sizes so that VALID would also fit, which keeps outputs non-trivial).
+    spatial = []
+    for k, (lo, hi) in enumerate(pads):
+        low = 1 if form in ("SAME", "SAME_LOWER") else max(1, spans[k] - lo - hi)
+        spatial.append(draw(st.integers(low, low + (4 if nd < 3 else 2))))
+    if mode in ("reflect", "circular"):
+        resolved = padding_pairs(padding, spatial, kernel, stride, dilation)
+        spatial = [
+            max(s, max(lo, hi) + (1 if mode == "reflect" else 0), 1)
+            for s, (lo, hi) in zip(spatial, resolved, strict=True)
+        ]
+    groups = draw(st.integers(1, max_groups))
+    c_in_g = draw(st.integers(1, max_group_channels))
+    c_out_g = draw(st.integers(1, max_group_channels))
+    batch = draw(st.integers(1, max_batch))
+    channels_last = draw(st.booleans()) if allow_channels_last else False
+    flip = draw(st.booleans()) if allow_flip else False
+    bias = draw(st.booleans()) if allow_bias else False
+    c_in, c_out = c_in_g * groups, c_out_g * groups
+    if channels_last:
+        x_shape = (batch, *spatial, c_in)
+        w_shape = (*kernel, c_in_g, c_out)
+    else:
+        x_shape = (batch, c_in, *spatial)
+        w_shape = (c_out, c_in_g, *kernel)
+    kwargs = dict(
+        stride=stride if draw(st.booleans()) or len(set(stride)) > 1 else stride[0],
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        flip=flip,
+        channels_last=channels_last,
+        padding_mode=mode,
+    )
+    seed = draw(st.integers(0, 2**31 - 1))
+    return ConvCase(tuple(x_shape), tuple(w_shape), bias, kwargs, seed)
+
+
+def lax_conv(
+    x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, precision: Any = lax.Precision.HIGHEST, **kwargs: Any
+) -> jax.Array:
+    """The ``lax`` reference for :func:`jaxconv.conv` (``jnp.pad`` for non-zero padding modes,
+    ``lax.rev`` for ``flip``), differentiated by JAX's own rules."""
+    stride = kwargs.get("stride", 1)
+    padding = kwargs.get("padding", 0)
+    dilation = kwargs.get("dilation", 1)
+    groups = kwargs.get("groups", 1)
+    flip = kwargs.get("flip", False)
+    channels_last = kwargs.get("channels_last", False)
+    mode = kwargs.get("padding_mode", "zeros")
+    nd = w.ndim - 2
+    dn = layout_numbers(nd, channels_last)
+    spatial = [x.shape[d] for d in dn.lhs_spec[2:]]
+    kernel = [w.shape[d] for d in dn.rhs_spec[2:]]
+    stride = (stride,) * nd if isinstance(stride, int) else tuple(stride)
+    dilation = (dilation,) * nd if isinstance(dilation, int) else tuple(dilation)
+    pairs = padding_pairs(padding, spatial, kernel, stride, dilation)
+    if mode != "zeros":
+        full = [(0, 0)] * x.ndim
+        for d, pr in zip(dn.lhs_spec[2:], pairs, strict=True):
+            full[d] = pr
+        x = jnp.pad(x, full, mode={"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode])
+        pairs = ((0, 0),) * nd
+    if flip:
+        w = lax.rev(w, dn.rhs_spec[2:])
+    y = lax.conv_general_dilated(
+        x, w, stride, pairs, rhs_dilation=dilation, dimension_numbers=dn,
+        feature_group_count=groups, precision=precision,
+    )
+    if b is not None:
+        shape = [1] * y.ndim
+        shape[dn.out_spec[1]] = b.shape[0]
+        y = y + b.reshape(shape)
+    return y
+
+
+def assert_allclose_rel(actual: Any, expected: Any, rtol: float, what: str = "") -> None:
+    """Assert ``relative_error(actual, expected) <= rtol`` with a readable message."""
+    err = relative_error(actual, expected)
+    assert err <= rtol, f"{what}: relative error {err:.3g} > {rtol:.3g}"
+
+
+def assert_vjp_matches(
+    f: Callable[..., Any],
+    f_ref: Callable[..., Any],
+    args: Sequence[Any],
+    *,
+    rtol: float | None = None,
+    seed: int = 0,
+    jit: bool = True,
+) -> None:
+    """Assert ``f`` and ``f_ref`` agree on value and on the VJP for a random cotangent.
+
+    ``None`` arguments are passed through and not differentiated. ``rtol`` defaults to the
+    tolerance table's entry for the first argument's dtype. With ``jit=True`` each side's
+    value and VJP are computed in one compiled function (fast for many small shapes).
+    """
+    idx = [i for i, a in enumerate(args) if a is not None]
+
+    def bind(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def g(*diff: Any) -> Any:
+            full = list(args)
+            for i, a in zip(idx, diff, strict=True):
+                full[i] = a
+            return fn(*full)
+
+        return g
+
+    diff_args = [args[i] for i in idx]
+    rtol = tolerance(diff_args[0].dtype) if rtol is None else rtol
+    out = jax.eval_shape(bind(f), *diff_args)
+    ct = random_array(np.random.default_rng(seed), out.shape, out.dtype)
+
+    def value_and_vjp(fn: Callable[..., Any]) -> Any:
+        def run(ct: Any, *diff: Any) -> Any:
+            y, vjp = jax.vjp(bind(fn), *diff)
+            return y, vjp(ct)
+
+        return (jax.jit(run) if jit else run)(ct, *diff_args)
+
+    y, grads = value_and_vjp(f)
+    y_ref, grads_ref = value_and_vjp(f_ref)
+    assert y.shape == y_ref.shape, f"output shape {y.shape} != reference {y_ref.shape}"
+    assert y.dtype == y_ref.dtype, f"output dtype {y.dtype} != reference {y_ref.dtype}"
+    assert_allclose_rel(y, y_ref, rtol, "value")
+    for k, (g, g_ref) in enumerate(zip(grads, grads_ref, strict=True)):
+        assert g.shape == g_ref.shape and g.dtype == g_ref.dtype, f"argument {idx[k]}"
+        assert_allclose_rel(g, g_ref, rtol, f"VJP w.r.t. argument {idx[k]}")
