@@ -83,8 +83,8 @@ def canonical_precision(precision: Any) -> Any:
         out = canonicalize_precision(precision)
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(
-            "`precision` must be None, a jax.lax.Precision, one of 'default', 'high', "
-            f"'highest', or a pair of them, got {precision!r}"
+            "`precision` must be None, a jax.lax.Precision, a name lax accepts ('default', "
+            f"'high', 'highest', 'fastest', 'float32', ...) or a pair of them, got {precision!r}"
         ) from e
     except ImportError:  # pragma: no cover - private helper moved
         out = precision
