@@ -55,14 +55,20 @@ def _full_pads(axes: Sequence[int], pairs: Pairs, ndim: int) -> list[tuple[int, 
     return pads
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def pad(x: jax.Array, mode: str, axes: tuple[int, ...], pairs: Pairs) -> jax.Array:
-    """Pad ``x`` on ``axes`` by ``pairs`` with PyTorch's ``mode`` (not ``"zeros"``)."""
+def _pad_forward(x: jax.Array, mode: str, axes: tuple[int, ...], pairs: Pairs) -> jax.Array:
     return jnp.pad(x, _full_pads(axes, pairs, x.ndim), mode=_JNP_MODE[mode])
 
 
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def pad(x: jax.Array, mode: str, axes: tuple[int, ...], pairs: Pairs) -> jax.Array:
+    """Pad ``x`` on ``axes`` by ``pairs`` with PyTorch's ``mode`` (not ``"zeros"``)."""
+    return _pad_forward(x, mode, axes, pairs)
+
+
 def _pad_fwd(x, mode, axes, pairs):
-    return pad(x, mode, axes, pairs), None  # the index map is static: no residuals
+    # The index map is static, so there are no residuals. (Call the plain forward, not
+    # `pad`: a custom_vjp call inside _fwd would refuse the jvp of jax.hessian.)
+    return _pad_forward(x, mode, axes, pairs), None
 
 
 def _pad_bwd(mode, axes, pairs, _, g):
