@@ -1,24 +1,173 @@
 """Convolution methods behind ``conv(..., method=...)``.
 
 Each method takes the same normalised :class:`~jaxconv._config.ConvConfig` and carries its
-own hand-derived VJP. ``dispatch`` resolves ``"auto"`` at trace time from static shapes.
+own hand-derived VJP:
+
+- ``"direct"``: one XLA convolution forward, two backward (:mod:`jaxconv._conv_vjp`);
+- ``"fft"``: real FFTs over the spatial axes, gradients in the frequency domain
+  (:mod:`jaxconv._methods.fft`);
+- ``"shift"``: a sum of shifted, per-channel-scaled slices for depthwise and small grouped
+  convolutions (:mod:`jaxconv._methods.shift`).
+
+:func:`dispatch` resolves ``"auto"`` at trace time from static shapes with the cost model of
+:mod:`jaxconv._methods.auto`. The helpers here are the pure-int geometry every method shares
+and the layout moves into and out of the channels-first form the methods compute in.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import jax
+import numpy as np
+from jax import lax
 
-from .._config import ConvConfig
+from .._config import ConvConfig, split_shapes
+from .._shapes import conv_output_size, dilate_dim
 
-__all__ = ["dispatch"]
+__all__ = ["Geometry", "dispatch", "geometry", "unsupported_reason"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """Static sizes of one convolution, in channels-first terms (plain ints, no arrays)."""
+
+    n: int
+    c_in: int
+    spatial: tuple[int, ...]
+    c_out: int
+    c_in_g: int
+    kernel: tuple[int, ...]
+    groups: int
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    out: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.spatial)
+
+    @property
+    def spans(self) -> tuple[int, ...]:
+        """Cells the dilated kernel covers: ``D(K-1)+1`` per axis."""
+        return tuple(dilate_dim(k, d) for k, d in zip(self.kernel, self.dilations, strict=True))
+
+    @property
+    def c_out_g(self) -> int:
+        return self.c_out // self.groups
+
+    @property
+    def taps(self) -> int:
+        return int(np.prod(self.kernel))
+
+    @property
+    def empty(self) -> bool:
+        return self.n == 0 or self.c_in == 0 or self.c_out == 0 or 0 in self.out
+
+
+def geometry(x_shape: Sequence[int], w_shape: Sequence[int], cfg: ConvConfig) -> Geometry:
+    """The :class:`Geometry` of ``cfg`` applied to arrays of these (user-layout) shapes."""
+    n, c_in, spatial, c_out, c_in_g, kernel = split_shapes(x_shape, w_shape, cfg.channels_last)
+    out = tuple(
+        conv_output_size(i, k, s, p, d)
+        for i, k, s, p, d in zip(
+            spatial, kernel, cfg.window_strides, cfg.padding, cfg.rhs_dilation, strict=True
+        )
+    )
+    return Geometry(
+        n=n, c_in=c_in, spatial=spatial, c_out=c_out, c_in_g=c_in_g, kernel=kernel,
+        groups=cfg.feature_group_count, strides=cfg.window_strides,
+        dilations=cfg.rhs_dilation, padding=cfg.padding, out=out,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Layout: the methods compute channels-first, (N, C, *S) and (O, I, *K).
+
+
+def x_to_cf(x: jax.Array, cfg: ConvConfig) -> jax.Array:
+    """``(N, *S, C)`` -> ``(N, C, *S)`` when ``cfg`` is channels-last (identity otherwise)."""
+    return jnp_moveaxis(x, -1, 1) if cfg.channels_last else x
+
+
+def x_from_cf(x: jax.Array, cfg: ConvConfig) -> jax.Array:
+    """Inverse of :func:`x_to_cf` (also for outputs, which share the input's layout)."""
+    return jnp_moveaxis(x, 1, -1) if cfg.channels_last else x
+
+
+def w_to_cf(w: jax.Array, cfg: ConvConfig) -> jax.Array:
+    """``(*K, I, O)`` -> ``(O, I, *K)`` when ``cfg`` is channels-last."""
+    if not cfg.channels_last:
+        return w
+    nd = w.ndim - 2
+    return lax.transpose(w, (nd + 1, nd) + tuple(range(nd)))
+
+
+def w_from_cf(w: jax.Array, cfg: ConvConfig) -> jax.Array:
+    """Inverse of :func:`w_to_cf`."""
+    if not cfg.channels_last:
+        return w
+    nd = w.ndim - 2
+    return lax.transpose(w, tuple(range(2, nd + 2)) + (1, 0))
+
+
+def jnp_moveaxis(x: jax.Array, src: int, dst: int) -> jax.Array:
+    perm = list(range(x.ndim))
+    perm.insert(dst % x.ndim, perm.pop(src % x.ndim))
+    return lax.transpose(x, tuple(perm))
+
+
+def compute_dtype(dtype: object) -> np.dtype:
+    """The dtype the fast methods compute in: float64 stays, everything else is float32
+    (half precision accumulates in float32, as the direct method's gradients do)."""
+    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+
+
+def output_dtype(cfg: ConvConfig, dtype: object) -> np.dtype:
+    """The forward's output dtype: ``preferred_element_type`` if given, else the input's."""
+    return np.dtype(cfg.preferred_element_type or dtype)
+
+
+def unsupported_reason(method: str, g: Geometry) -> str | None:
+    """Why ``method`` cannot compute the convolution ``g`` describes (``None``: it can)."""
+    if method == "shift":
+        from .shift import shift_unsupported_reason
+
+        return shift_unsupported_reason(g)
+    return None  # "direct" and "fft" handle every configuration ``conv`` accepts
 
 
 def dispatch(x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig) -> jax.Array:
-    from .._conv import direct
+    """Run the convolution ``cfg`` describes with ``cfg.method`` (``"auto"`` resolved here).
 
+    Raises:
+      ValueError: an explicitly requested method that cannot handle this configuration.
+    """
+    from .._conv import direct
+    from .auto import choose_method
+
+    g = geometry(x.shape, w.shape, cfg)
     method = cfg.method
     if method == "auto":
-        method = "direct"
-    return direct(x, w, b, dataclasses.replace(cfg, method=method))
+        method = choose_method(g, x.dtype).method
+    else:
+        reason = unsupported_reason(method, g)
+        if reason is not None:
+            raise ValueError(
+                f"`method`={method!r} cannot compute this convolution: {reason}; use "
+                "method='direct', 'fft' or 'auto'"
+            )
+    if g.empty:
+        method = "direct"  # nothing to transform: the XLA path handles empty arrays
+    cfg = dataclasses.replace(cfg, method=method)
+    if method == "fft":
+        from .fft import fft_conv
+
+        return fft_conv(x, w, b, cfg)
+    if method == "shift":
+        from .shift import shift_conv
+
+        return shift_conv(x, w, b, cfg)
+    return direct(x, w, b, cfg)

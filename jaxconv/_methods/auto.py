@@ -1,0 +1,259 @@
+"""``method="auto"``: a FLOP-and-byte cost model that picks the method, and ``explain_method``.
+
+For the forward+backward pass of one convolution (``N`` batch, ``C`` input and ``O`` output
+channels, ``G`` groups, ``Cg = C/G``, ``Og = O/G``, ``P`` output positions, ``S`` input
+positions, ``K`` kernel taps, ``F`` cells of the FFT grid, ``Fr ~ F/2`` of its real spectrum)
+each method is charged ``seconds = flops / rate + bytes / bandwidth + fixed``:
+
+- ``direct``: ``flops = 3 * 2*N*O*Cg*P*K`` (forward, dL/dX, dL/dW: three convolutions of
+  the same size), run at the XLA convolution's ``rate``, which on CPU collapses for small
+  ``Cg * Og`` (grouped/depthwise: under 1 GFLOP/s) -- ``rate = dense * min(1, (Cg*Og / c0))``;
+- ``fft``: ``2 * (N*C + O*Cg + N*O)`` real FFTs of ``2.5 * F * log2(F)`` flops (x, W, Y
+  forward; dY, dX, dW backward) plus three per-frequency contractions of
+  ``8 * N*G*Og*Cg*Fr`` flops; bytes are the complex spectra written and read;
+- ``shift``: ``3 * 2*N*O*Cg*P*K`` elementwise flops (fused multiply-adds of slices) plus
+  ``K`` passes over ``x`` and ``dY`` for the per-tap weight reductions.
+
+The constants in :data:`CALIBRATION` were measured on the development machine's 2-core
+x86 CPU (``benchmarks/bench_methods.py``); ``"gpu"`` holds the same model's constants for a
+GPU, where cuDNN runs grouped and depthwise convolutions near its dense rate (so ``shift``
+seldom wins) and FFTs are cheap relative to launches (so ``fft`` wins from larger ``F``
+only through its fixed cost). The backend is read at trace time, from ``jax.default_backend()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import numpy as np
+
+from .._config import conv_config
+from . import Geometry, geometry, unsupported_reason
+
+__all__ = [
+    "CALIBRATION",
+    "MethodChoice",
+    "MethodCost",
+    "choose_method",
+    "estimate",
+    "explain_method",
+]
+
+METHODS = ("direct", "fft", "shift")
+
+# Rates in flop/s, bandwidth in byte/s, fixed costs in seconds.
+CALIBRATION: dict[str, dict[str, float]] = {
+    "cpu": {
+        "direct_rate": 40e9,  # dense XLA convolution, 1-D and 2-D
+        "direct_c0": 256.0,  # Cg*Og at which the grouped rate reaches the dense rate
+        "direct_min_rate": 0.5e9,  # depthwise: XLA CPU's grouped convolution
+        "direct_rank3": 0.1,  # 3-D convolutions run at a tenth of the 2-D rate
+        "direct_bw": 1e9,
+        "direct_fixed": 50e-6,
+        "fft_rate": 2.8e9,
+        "mix_rate": 5.6e9,
+        "fft_bw": 5.6e9,
+        "fft_fixed": 400e-6,
+        "shift_rate": 10e9,
+        "shift_bw": 20e9,
+        "shift_fixed": 100e-6,
+    },
+    "gpu": {
+        "direct_rate": 100e12,
+        "direct_c0": 16.0,
+        "direct_min_rate": 1e12,
+        "direct_rank3": 0.5,
+        "direct_bw": 1e12,
+        "direct_fixed": 30e-6,
+        "fft_rate": 10e12,
+        "mix_rate": 30e12,
+        "fft_bw": 2e12,
+        "fft_fixed": 150e-6,
+        "shift_rate": 20e12,
+        "shift_bw": 2e12,
+        "shift_fixed": 100e-6,
+    },
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodCost:
+    """The cost model's estimate for one method on one convolution (forward+backward)."""
+
+    method: str
+    flops: float
+    bytes: float
+    seconds: float | None  # None: the method does not support the configuration
+    note: str = ""  # why it is unsupported, or what dominates
+
+    def __str__(self) -> str:
+        if self.seconds is None:
+            return f"{self.method:>6}: unsupported ({self.note})"
+        return (f"{self.method:>6}: {1e3 * self.seconds:9.3f} ms  ({self.flops / 1e9:.3g} GFLOP, "
+                f"{self.bytes / 1e6:.3g} MB)")
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodChoice:
+    """What ``method="auto"`` picks for a convolution, and why.
+
+    Attributes:
+      method: the chosen method, ``"direct"``, ``"fft"`` or ``"shift"``.
+      estimates: one :class:`MethodCost` per method (unsupported ones have ``seconds=None``).
+      reason: one human-readable sentence.
+      backend: the calibration used (``"cpu"`` or ``"gpu"``).
+    """
+
+    method: str
+    estimates: tuple[MethodCost, ...]
+    reason: str
+    backend: str
+
+    @property
+    def costs(self) -> dict[str, float | None]:
+        """Estimated forward+backward seconds per method (``None``: unsupported)."""
+        return {e.method: e.seconds for e in self.estimates}
+
+    def __str__(self) -> str:
+        lines = [f"method='auto' picks {self.method!r} ({self.backend} cost model): {self.reason}"]
+        lines += [f"  {e}" for e in self.estimates]
+        return "\n".join(lines)
+
+
+def _fft_grid(g: Geometry) -> tuple[int, int]:
+    from .fft import fft_shape
+
+    f = fft_shape(g)
+    full = math.prod(f)
+    return full, full // f[-1] * (f[-1] // 2 + 1)
+
+
+def estimate(
+    g: Geometry, dtype: Any = "float32", backend: str | None = None
+) -> tuple[MethodCost, ...]:
+    """The cost model (module doc) for every method, forward+backward."""
+    backend = _backend(backend)
+    c = CALIBRATION[backend]
+    item = max(np.dtype(dtype).itemsize, 4)  # the fast methods compute in >= float32
+    n, cin, cout, cg, og = g.n, g.c_in, g.c_out, g.c_in_g, g.c_out_g
+    p, s, k = math.prod(g.out), math.prod(g.spatial), g.taps
+    macs = n * cout * cg * p * k
+    out = []
+
+    # direct: three convolutions; the XLA rate falls with the work per group.
+    rate = max(c["direct_rate"] * min(1.0, cg * og / c["direct_c0"]), c["direct_min_rate"])
+    if g.ndim >= 3:
+        rate *= c["direct_rank3"]
+    flops = 3 * 2 * macs
+    bytes_ = 3 * item * (n * cin * s + n * cout * p + cout * cg * k)
+    seconds = flops / rate + bytes_ / c["direct_bw"] + c["direct_fixed"]
+    out.append(MethodCost("direct", flops, bytes_, seconds,
+                          "XLA convolution" + ("" if rate >= c["direct_rate"] else
+                                               f" at a grouped rate of {rate / 1e9:.2g} GFLOP/s")))
+
+    # fft: six batches of real FFTs and three per-frequency contractions.
+    full, half = _fft_grid(g)
+    transforms = 2 * (n * cin + cout * cg + n * cout)
+    fft_flops = transforms * 2.5 * full * math.log2(max(full, 2))
+    mix_flops = 3 * 8 * n * g.groups * og * cg * half
+    cbytes = 2 * item
+    fbytes = cbytes * half * (3 * (n * cin + cout * cg + n * cout)) + item * full * transforms
+    seconds = (fft_flops / c["fft_rate"] + mix_flops / c["mix_rate"] + fbytes / c["fft_bw"]
+               + c["fft_fixed"])
+    out.append(MethodCost("fft", fft_flops + mix_flops, fbytes, seconds,
+                          f"FFT grid {full} cells"))
+
+    # shift: elementwise products of K slices; K reductions for dW.
+    why = unsupported_reason("shift", g)
+    flops = 3 * 2 * macs
+    # K passes over x and dY (dW) plus, per tap, the (N, G, Og, Cg, P) product when neither
+    # channel count is 1 (XLA then materialises it).
+    product = n * g.groups * og * cg * p if min(cg, og) > 1 else 0
+    bytes_ = item * (k * (n * cin * p + n * cout * p + 3 * product) + 2 * n * cin * s
+                     + 2 * n * cout * p)
+    seconds = None if why else flops / c["shift_rate"] + bytes_ / c["shift_bw"] + c["shift_fixed"]
+    out.append(MethodCost("shift", flops, bytes_, seconds, why or f"{k} shifted slices"))
+    return tuple(out)
+
+
+def _backend(backend: str | None) -> str:
+    name = backend or jax.default_backend()
+    return "gpu" if name in ("gpu", "cuda", "rocm") else "cpu"
+
+
+def choose_method(g: Geometry, dtype: Any = "float32", backend: str | None = None) -> MethodChoice:
+    """Pick the supported method with the least estimated time (static: runs at trace time)."""
+    backend = _backend(backend)
+    est = estimate(g, dtype, backend)
+    supported = [e for e in est if e.seconds is not None]
+    best = min(supported, key=lambda e: e.seconds)
+    direct = next(e for e in est if e.method == "direct")
+    if best.method == "direct":
+        runner = min((e for e in supported if e.method != "direct"), key=lambda e: e.seconds)
+        reason = (f"the XLA convolution is estimated fastest ({1e3 * best.seconds:.3g} ms; next "
+                  f"{runner.method!r} at {1e3 * runner.seconds:.3g} ms)")
+    elif best.method == "fft":
+        reason = (f"a {g.taps}-tap kernel makes the direct convolution's "
+                  f"{direct.flops / 1e9:.3g} GFLOP cost more than FFTs over a "
+                  f"{_fft_grid(g)[0]}-cell grid ({1e3 * best.seconds:.3g} ms vs "
+                  f"{1e3 * direct.seconds:.3g} ms)")
+    else:
+        reason = (f"{g.c_in_g} input channel(s) per group: XLA's grouped convolution runs slowly "
+                  f"on {backend}, {g.taps} shifted slices do the same work elementwise "
+                  f"({1e3 * best.seconds:.3g} ms vs {1e3 * direct.seconds:.3g} ms)")
+    return MethodChoice(best.method, est, reason, backend)
+
+
+def explain_method(
+    x_shape: Any,
+    w_shape: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: Any = 1,
+    *,
+    channels_last: bool = False,
+    dtype: Any = "float32",
+) -> MethodChoice:
+    """Which method ``conv(..., method="auto")`` uses for these shapes, and why.
+
+    Args:
+      x_shape: input shape, ``(N, C_in, *spatial)`` (``(N, *spatial, C_in)`` if
+        ``channels_last``).
+      w_shape: kernel shape, ``(C_out, C_in // groups, *kernel)`` (``(*kernel, C_in // groups,
+        C_out)`` if ``channels_last``).
+      stride, padding, dilation, groups, channels_last: as in :func:`jaxconv.conv`.
+      dtype: the arrays' dtype (the fast methods compute in at least float32).
+
+    Returns:
+      A :class:`MethodChoice`: ``.method``, the per-method ``.estimates`` (and ``.costs`` in
+      seconds), a ``.reason``; ``print`` it for a table. Estimates use the cost model of the
+      current default backend (CPU or GPU).
+
+    Raises:
+      ValueError, TypeError: the same messages :func:`jaxconv.conv` gives for these arguments.
+
+    >>> print(explain_method((8, 64, 32, 32), (64, 1, 3, 3), padding=1, groups=64).method)
+    shift
+    """
+    x_shape = tuple(int(d) for d in x_shape)
+    w_shape = tuple(int(d) for d in w_shape)
+    if len(w_shape) < 3 or len(x_shape) != len(w_shape):
+        raise ValueError(
+            "`x_shape` and `w_shape` must have the same length >= 3 (batch, channel and "
+            f"spatial axes), got {x_shape} and {w_shape}"
+        )
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"`dtype` must be a floating dtype, got {dtype!r}") from e
+    if not (np.issubdtype(dt, np.floating) or dt.name == "bfloat16"):
+        raise TypeError(f"`dtype` must be a floating dtype, got {dt.name}")
+    cfg, _ = conv_config(
+        x_shape, w_shape, stride=stride, padding=padding, dilation=dilation, groups=groups,
+        flip=False, channels_last=channels_last, method="auto",
+    )
+    return choose_method(geometry(x_shape, w_shape, cfg), dt)

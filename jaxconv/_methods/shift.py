@@ -1,0 +1,238 @@
+"""``method="shift"``: depthwise and small grouped convolutions as sums of shifted slices.
+
+XLA's CPU backend runs grouped convolutions with few channels per group far below its
+dense speed; written as ``K`` (kernel taps) shifted, per-channel-scaled slices of the padded
+input, the same convolution is one fused elementwise loop. Per group ``g``, with ``Cg`` input
+and ``Og`` output channels, stride ``S``, dilation ``D``, low padding ``P`` and ``xp`` the
+zero-padded input (one spatial axis shown; the others are alike)::
+
+    Forward:  Y[n,g,o,i]  = sum_a sum_c xp[n,g,c, S*i + D*a] W[g,o,c,a]
+    dL/dX:    dX[n,g,c,q] = sum_a sum_o u[n,g,o, q + D*a] W[g,o,c, K-1-a]
+              where u is dY zero-inserted by S and padded by D(K-1) - P low
+              (the same sum of shifted slices, with the flipped kernel)
+    dL/dW:    dW[g,o,c,a] = sum_{n,i} xp[n,g,c, S*i + D*a] dY[n,g,o,i]
+              (K per-channel reductions of x_shift * dY)
+
+Every step is a pad, a slice, a product or a sum, which JAX differentiates in both modes.
+Half precision computes in float32 and casts back.
+
+The work is ``K * Cg`` products per output element and the traced program has ``O(K)``
+operations, so the method is limited to ``C_in // groups <= MAX_GROUP_CHANNELS`` and
+``K <= MAX_TAPS``; :func:`shift_unsupported_reason` says so for anything beyond.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .._config import ConvConfig
+from . import (
+    Geometry,
+    compute_dtype,
+    geometry,
+    output_dtype,
+    w_from_cf,
+    w_to_cf,
+    x_from_cf,
+    x_to_cf,
+)
+
+__all__ = ["MAX_GROUP_CHANNELS", "MAX_TAPS", "shift_conv", "shift_unsupported_reason"]
+
+MAX_GROUP_CHANNELS = 8
+MAX_TAPS = 125
+CHUNK_BYTES = 1 << 20
+
+
+def shift_unsupported_reason(g: Geometry) -> str | None:
+    """Why ``method="shift"`` refuses ``g`` (``None`` when it computes it)."""
+    if g.c_in_g > MAX_GROUP_CHANNELS or g.taps > MAX_TAPS:
+        return (
+            "it handles depthwise and small grouped convolutions (C_in // groups <= "
+            f"{MAX_GROUP_CHANNELS} and at most {MAX_TAPS} kernel taps), got C_in // groups = "
+            f"{g.c_in_g} and {g.taps} taps"
+        )
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ShiftPlan:
+    """Everything static about one shifted-sum convolution: resolved once."""
+
+    cfg: ConvConfig
+    geo: Geometry
+    has_bias: bool
+    compute: str
+    out_dtype: str
+    in_dtype: str
+
+    @property
+    def axes(self) -> tuple[int, ...]:
+        """Spatial axes of the grouped arrays ``(N, G, C, *S)``."""
+        return tuple(range(3, 3 + self.geo.ndim))
+
+
+def shift_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig) -> jax.Array:
+    """The convolution ``cfg`` describes as a sum of shifted slices (see the module doc)."""
+    g = geometry(x.shape, w.shape, cfg)
+    plan = ShiftPlan(
+        cfg=cfg, geo=g, has_bias=b is not None, compute=compute_dtype(x.dtype).name,
+        out_dtype=output_dtype(cfg, x.dtype).name, in_dtype=np.dtype(x.dtype).name,
+    )
+    return _shift_conv(x, w, b, plan)
+
+
+def _taps(g: Geometry):
+    return itertools.product(*(range(k) for k in g.kernel))
+
+
+def _window(a: jax.Array, start: tuple[int, ...], size: tuple[int, ...], step: tuple[int, ...]):
+    """``a[..., start + step*i]`` for ``i < size`` on the trailing spatial axes."""
+    lead = a.ndim - len(start)
+    begin = (0,) * lead + start
+    limit = a.shape[:lead] + tuple(
+        s + t * (n - 1) + 1 for s, t, n in zip(start, step, size, strict=True)
+    )
+    return lax.slice(a, begin, limit, (1,) * lead + step)
+
+
+def _channel_sum(terms: jax.Array, axis: int, keep: bool) -> jax.Array:
+    """Sum the per-group channel axis of a product (a squeeze when it has one entry)."""
+    if terms.shape[axis] == 1:
+        return lax.squeeze(terms, (axis,)) if not keep else terms
+    return jnp.sum(terms, axis=axis, keepdims=keep)
+
+
+def _grouped_operands(x: jax.Array, w: jax.Array, plan: ShiftPlan):
+    """``x`` as zero-padded ``(N, G, Cg, *Sp)``; ``w`` as ``(G, Og, Cg, *K)`` (flip applied)."""
+    g, cfg = plan.geo, plan.cfg
+    x_cf = x_to_cf(x, cfg).astype(plan.compute)
+    x_g = x_cf.reshape((g.n, g.groups, g.c_in_g) + g.spatial)
+    pads = [(0, 0, 0)] * 3 + [(lo, hi, 0) for lo, hi in g.padding]
+    xp = lax.pad(x_g, np.array(0, plan.compute), pads)
+    k = w_to_cf(w, cfg).astype(plan.compute)
+    if cfg.flip:
+        k = lax.rev(k, tuple(range(2, 2 + g.ndim)))
+    k = k.reshape((g.groups, g.c_out_g, g.c_in_g) + g.kernel)
+    return xp, k
+
+
+def _scale(k: jax.Array, tap: tuple[int, ...], ndim: int) -> jax.Array:
+    """One tap of the kernel, ``(G, Og, Cg)``, shaped to broadcast over ``(N, G, Og, Cg, *S)``."""
+    return k[(slice(None),) * 3 + tap].reshape((1,) + k.shape[:3] + (1,) * ndim)
+
+
+def _forward(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: ShiftPlan) -> jax.Array:
+    g = plan.geo
+    xp, k = _grouped_operands(x, w, plan)
+    y = None
+    for tap in _taps(g):
+        start = tuple(d * a for d, a in zip(g.dilations, tap, strict=True))
+        xs = _window(xp, start, g.out, g.strides)[:, :, None]  # (N, G, 1, Cg, *out)
+        term = _channel_sum(xs * _scale(k, tap, g.ndim), axis=3, keep=False)
+        y = term if y is None else y + term
+    y = y.reshape((g.n, g.c_out) + g.out)
+    if b is not None:
+        y = y + b.astype(plan.compute).reshape((1, -1) + (1,) * g.ndim)
+    return x_from_cf(y.astype(plan.out_dtype), plan.cfg)
+
+
+def _batch_chunk(g: Geometry, itemsize: int) -> int:
+    """Samples per step of the weight-gradient reductions: the largest divisor of ``N``
+    whose slice of ``x`` and ``dY`` fits in :data:`CHUNK_BYTES` (XLA's CPU reductions over
+    many taps slow down several-fold once their operands fall out of cache)."""
+    per_sample = itemsize * (g.c_in * math.prod(p + q + s for s, (p, q) in zip(
+        g.spatial, g.padding, strict=True)) + g.c_out * math.prod(g.out))
+    best = 1
+    for c in range(1, g.n + 1):
+        if g.n % c == 0 and c * per_sample <= CHUNK_BYTES:
+            best = c
+    return best
+
+
+def _tap_sums(xp: jax.Array, dy_g: jax.Array, g: Geometry) -> jax.Array:
+    """``(G, Og, Cg, K)``: per tap, ``sum_{n,i} xp[n,g,c,S*i + D*a] dy[n,g,o,i]``."""
+    red = (0,) + tuple(range(4, 4 + g.ndim))
+    dy_b = dy_g[:, :, :, None]  # (n, G, Og, 1, *out)
+    taps = []
+    for tap in _taps(g):
+        start = tuple(d * a for d, a in zip(g.dilations, tap, strict=True))
+        xs = _window(xp, start, g.out, g.strides)[:, :, None]  # (n, G, 1, Cg, *out)
+        taps.append(jnp.sum(xs * dy_b, axis=red))
+    return jnp.stack(taps, axis=-1)
+
+
+def _weight_taps(xp: jax.Array, dy_g: jax.Array, plan: ShiftPlan) -> jax.Array:
+    """:func:`_tap_sums` over the whole batch, accumulated chunk by chunk (``lax.scan``,
+    which JAX differentiates in both modes) when the batch does not fit in cache."""
+    g = plan.geo
+    chunk = _batch_chunk(g, np.dtype(plan.compute).itemsize)
+    if chunk == g.n:
+        return _tap_sums(xp, dy_g, g)
+    steps = g.n // chunk
+    xs = xp.reshape((steps, chunk) + xp.shape[1:])
+    ds = dy_g.reshape((steps, chunk) + dy_g.shape[1:])
+
+    def step(acc, pair):
+        return acc + _tap_sums(pair[0], pair[1], g), None
+
+    init = jnp.zeros((g.groups, g.c_out_g, g.c_in_g, g.taps), plan.compute)
+    return lax.scan(step, init, (xs, ds))[0]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _shift_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: ShiftPlan) -> jax.Array:
+    return _forward(x, w, b, plan)
+
+
+def _shift_conv_fwd(x, w, b, plan):
+    # Residuals: the two operands (dX needs w, dW needs x); the padded copy is rebuilt.
+    return _forward(x, w, b, plan), (x, w)
+
+
+def _shift_conv_bwd(plan, res, dy):
+    x, w = res
+    g, cfg = plan.geo, plan.cfg
+    xp, k = _grouped_operands(x, w, plan)
+    dy_cf = x_to_cf(dy, cfg).astype(plan.compute)
+    dy_g = dy_cf.reshape((g.n, g.groups, g.c_out_g) + g.out)
+    zero = np.array(0, plan.compute)
+
+    # dL/dX: zero-insert dY by S, pad D(K-1) - P low, correlate with the flipped kernel.
+    u_pads = [(0, 0, 0)] * 3
+    geo = zip(g.spatial, g.spans, g.strides, g.out, g.padding, strict=True)
+    for size, span, s, o, (lo, _) in geo:
+        low = span - 1 - lo
+        u_pads.append((low, size + span - 1 - low - (s * (o - 1) + 1), s - 1))
+    u = lax.pad(dy_g, zero, u_pads)[:, :, :, None]  # (N, G, Og, 1, *(L + Kd - 1))
+    dx = None
+    ones = (1,) * g.ndim
+    for tap in _taps(g):
+        start = tuple(d * a for d, a in zip(g.dilations, tap, strict=True))
+        flipped = tuple(kk - 1 - a for kk, a in zip(g.kernel, tap, strict=True))
+        us = _window(u, start, g.spatial, ones)
+        term = _channel_sum(us * _scale(k, flipped, g.ndim), axis=2, keep=False)
+        dx = term if dx is None else dx + term  # (N, G, Cg, *L)
+    dx = x_from_cf(dx.reshape((g.n, g.c_in) + g.spatial).astype(plan.in_dtype), cfg)
+
+    # dL/dW: one reduction of x_shift * dY per tap, over the batch and the output positions.
+    dk = _weight_taps(xp, dy_g, plan).reshape((g.c_out, g.c_in_g) + g.kernel)
+    if cfg.flip:
+        dk = lax.rev(dk, tuple(range(2, 2 + g.ndim)))
+    dw = w_from_cf(dk.astype(plan.in_dtype), cfg)
+
+    db = None
+    if plan.has_bias:
+        db = jnp.sum(dy_cf, axis=(0,) + tuple(range(2, 2 + g.ndim))).astype(plan.in_dtype)
+    return dx, dw, db
+
+
+_shift_conv.defvjp(_shift_conv_fwd, _shift_conv_bwd)
