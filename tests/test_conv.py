@@ -204,7 +204,12 @@ def test_conv_transpose_vjp_matches_autodiff_of_lax(case: ConvCase):
 
 
 @settings(max_examples=max(4, settings.default.max_examples // 3))  # each example is heavy
-@given(conv_cases(ranks=(1, 2), max_batch=1, max_group_channels=2, max_groups=2, max_kernel=2))
+@given(
+    conv_cases(
+        ranks=(1, 2), max_batch=1, max_group_channels=2, max_groups=2, max_kernel=2,
+        padding_modes=("zeros", "reflect", "replicate", "circular"),
+    )
+)
 def test_second_derivatives_match_lax(case: ConvCase):
     with enable_x64():
         x, w, b = case.arrays(np.float64)

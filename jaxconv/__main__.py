@@ -1,0 +1,7 @@
+"""``python -m jaxconv``: the same command line as ``jaxconv``."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())
