@@ -23,7 +23,15 @@ from ._tolerances import relative_error, tolerance
 
 __all__ = ["CONV_OPS", "CaseResult", "run_case", "sweep"]
 
-CONV_OPS = ("conv", "conv_transpose", "conv_input_grad", "conv_weight_grad", "conv_general_dilated")
+CONV_OPS = (
+    "conv",
+    "conv[fft]",
+    "conv[shift]",
+    "conv_transpose",
+    "conv_input_grad",
+    "conv_weight_grad",
+    "conv_general_dilated",
+)
 
 # Central differences in float64 with step 1e-4 on O(1) inputs: truncation ~1e-8 relative.
 FD_TOLERANCE = 1e-5
@@ -80,7 +88,7 @@ def _shapes_of(c: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 def _describe(kwargs: dict[str, Any], shapes: tuple[tuple[int, ...], ...]) -> str:
     parts = ["x".join(map(str, s)) for s in shapes]
-    opts = ",".join(f"{k}={v}" for k, v in kwargs.items() if v not in (False, 1, "zeros"))
+    opts = ",".join(f"{k}={v}" for k, v in kwargs.items() if v not in (False, 1, "zeros", "auto"))
     return " ".join(parts) + (" " + opts if opts else "")
 
 
@@ -115,9 +123,13 @@ def _lax_conv(x, w, b=None, **kw):
 def _case(op: str, rng: np.random.Generator):
     import jaxconv
 
-    if op == "conv":
+    if op in ("conv", "conv[fft]", "conv[shift]"):
         c = _sample_conv(rng, modes=("zeros", "zeros", "reflect", "replicate", "circular"))
-        kw = dict(c["kwargs"], padding_mode=c["mode"])
+        method = "auto" if op == "conv" else op[5:-1]
+        if method == "shift":  # depthwise or small grouped convolutions, the method's domain
+            c["c_in_g"] = 1
+            c["c_in"] = c["groups"]
+        kw = dict(c["kwargs"], padding_mode=c["mode"], method=method)
         xs, ws = _shapes_of(c)
         return (
             lambda x, w, b: jaxconv.conv(x, w, b, **kw),
@@ -287,7 +299,15 @@ def _pool_runner() -> tuple[tuple[str, ...], Callable[[str, np.random.Generator]
 
 def plan(examples: int) -> list[str]:
     """Which op each of ``examples`` configurations exercises (conv gets the most)."""
-    weights = {"conv": 4, "conv_transpose": 2, "conv_input_grad": 1, "conv_weight_grad": 1, "conv_general_dilated": 2}
+    weights = {
+        "conv": 4,
+        "conv[fft]": 2,
+        "conv[shift]": 1,
+        "conv_transpose": 2,
+        "conv_input_grad": 1,
+        "conv_weight_grad": 1,
+        "conv_general_dilated": 2,
+    }
     runner = _pool_runner()
     if runner is not None:
         for name in runner[0]:
