@@ -34,6 +34,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -203,19 +204,54 @@ def _inputs(case: Case, seed: int) -> list[np.ndarray]:
     ]
 
 
+@dataclasses.dataclass
+class Prepared:
+    """One case's inputs (on the host and on the device) and its compiled JAX contenders."""
+
+    case: Case
+    host: list[np.ndarray]
+    args: list[jax.Array]
+    compiled: dict[str, Any]
+
+
+def prepare(cases_: Sequence[Case], device: Any) -> list[Prepared]:
+    """Trace every JAX contender of every case, then compile them all, in parallel.
+
+    Tracing holds the GIL, XLA's compiler does not: compiling on all cores at once roughly
+    divides the start-up time (most of a ``--quick`` run) by the number of cores.
+    """
+    todo = []
+    for case in cases_:
+        host = _inputs(case, seed=len(case.name))
+        args = [jax.device_put(a, device) for a in host]
+        grads = {
+            "direct": _jaxconv_grad(case, "direct"),
+            "auto": _jaxconv_grad(case, "auto"),
+            "lax": _lax_grad(case),
+        }
+        lowered = {name: g.lower(*args) for name, g in grads.items()}
+        todo.append((case, host, args, lowered))
+    jobs = [(i, name, low) for i, (*_, lowered) in enumerate(todo) for name, low in lowered.items()]
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        executables = list(pool.map(lambda job: job[2].compile(), jobs))
+    compiled: list[dict[str, Any]] = [{} for _ in todo]
+    for (i, name, _), exe in zip(jobs, executables, strict=True):
+        compiled[i][name] = exe
+    return [Prepared(case, host, args, compiled[i]) for i, (case, host, args, _) in enumerate(todo)]
+
+
 def run_case(
-    case: Case, device: Any, torch_dev: tuple[Any, str | None], repeats: int, min_sample_s: float
+    prepared: Prepared,
+    torch_dev: tuple[Any, str | None],
+    repeats: int,
+    min_sample_s: float,
+    warmup: int,
 ) -> dict[str, Any]:
     """Check every contender's gradients against ``lax``'s, then time them round-robin."""
-    host = _inputs(case, seed=len(case.name))
-    args = [jax.device_put(a, device) for a in host]
-    grads = {
-        "direct": _jaxconv_grad(case, "direct"),
-        "auto": _jaxconv_grad(case, "auto"),
-        "lax": _lax_grad(case),
-    }
+    case, host, args = prepared.case, prepared.host, prepared.args
     fns: dict[str, Callable[[], Any]] = {
-        name: (lambda g=g: _timing.block(g(*args))) for name, g in grads.items()
+        name: (lambda exe=exe: _timing.block(exe(*args)))
+        for name, exe in prepared.compiled.items()
     }
     reference = [np.asarray(r) for r in fns["lax"]()]
     errors = {
@@ -228,7 +264,9 @@ def run_case(
         errors["torch"] = max(
             _rel_err(a, r) for a, r in zip(torch_grads, reference, strict=True)
         )
-    samples = _timing.time_round_robin(fns, repeats=repeats, min_sample_s=min_sample_s)
+    samples = _timing.time_round_robin(
+        fns, repeats=repeats, warmup=warmup, min_sample_s=min_sample_s
+    )
     ms = {name: 1e3 * _timing.summarize(s)["median"] for name, s in samples.items()}
     ratios = {f"{m}/lax": ms[m] / ms["lax"] for m in ("direct", "auto")}
     ratios["direct/torch"] = ms["direct"] / ms["torch"] if "torch" in ms else math.nan
@@ -340,10 +378,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     results = []
     with jax.default_device(device):
-        for case in cases(args.quick):
-            print(f"  {case.name} ...", file=sys.stderr, flush=True)
-            results.append(run_case(case, device, torch_dev, args.repeats,
-                                    args.min_sample_ms / 1e3))
+        print("  compiling ...", file=sys.stderr, flush=True)
+        for prepared in prepare(cases(args.quick), device):
+            print(f"  {prepared.case.name} ...", file=sys.stderr, flush=True)
+            # The gradient check already ran each compiled contender once; --quick needs
+            # no further warm-up, a real run takes one more untimed round.
+            results.append(run_case(prepared, torch_dev, args.repeats,
+                                    args.min_sample_ms / 1e3, warmup=0 if args.quick else 1))
     geo = {
         k: _timing.geomean(r["ratios"][k] for r in results)
         for k in ("direct/lax", "auto/lax", "direct/torch")
