@@ -80,7 +80,7 @@ for stride, padding, dilation in [(1, 0, 1), (1, 2, 1), (2, 0, 1), (3, 0, 1), (1
 x = normal(1, 3, 32, 32)  # one 32x32 RGB image
 w = normal(6, 3, 5, 5) / np.sqrt(75.0)  # six 5x5x3 filters
 b = normal(6)  # one bias per filter
-y = jax.jit(conv)(x, w, b)  # compiled once by XLA, like every function below
+y = jax.jit(conv)(x, w, b)  # jax.jit: traced once, compiled by XLA into one program
 print("output:", y.shape, "parameters:", w.size + b.size)
 assert y.shape == (1, 6, 28, 28)
 assert w.size + b.size == 6 * (5 * 5 * 3) + 6 == 456
