@@ -1,0 +1,370 @@
+"""The fast methods behind ``conv(..., method=...)`` agree with ``"direct"``.
+
+Layers: tiny cases by hand; Hypothesis properties (values, VJPs, grad-of-grad of "fft" and
+"shift" against "direct", which is itself tested against ``jax.grad`` of ``lax``); the FFT
+error bound as a function of size; ``auto`` only picks supported methods; ``explain_method``;
+pinned error messages.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxconv
+from jaxconv._compat import enable_x64
+from jaxconv._config import conv_config
+from jaxconv._methods import geometry, unsupported_reason
+from jaxconv._methods import shift as shift_module
+from jaxconv._methods.auto import MethodChoice, choose_method, explain_method
+from jaxconv._methods.fft import fft_error_bound, fft_shape, next_fast_len
+from jaxconv._tolerances import relative_error, tolerance
+from jaxconv.testing import assert_allclose_rel, assert_vjp_matches, conv_cases, random_array
+
+FAST = ("fft", "shift")
+
+
+def _examples(fraction: float) -> int:
+    """A share of the active profile's examples: every property here compiles both methods
+    per example, so the suite stays under 90 s on 2 cores with the ci profile."""
+    return max(3, int(settings.default.max_examples * fraction))
+
+
+def _conv(method, **kwargs):
+    return lambda x, w, b=None: jaxconv.conv(x, w, b, method=method, **kwargs)
+
+
+def _geometry(x_shape, w_shape, **kwargs):
+    cfg, _ = conv_config(
+        x_shape, w_shape, stride=kwargs.get("stride", 1), padding=kwargs.get("padding", 0),
+        dilation=kwargs.get("dilation", 1), groups=kwargs.get("groups", 1), flip=False,
+        channels_last=kwargs.get("channels_last", False),
+    )
+    return geometry(x_shape, w_shape, cfg)
+
+
+# --- 1. tiny cases by hand --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", FAST)
+def test_tiny_1d_by_hand(method):
+    x = jnp.arange(5.0).reshape(1, 1, 5)
+    w = jnp.array([[[1.0, 2.0, 3.0]]])
+    y = jaxconv.conv(x, w, method=method)
+    np.testing.assert_allclose(y, [[[8.0, 14.0, 20.0]]], rtol=1e-6)  # 0*1 + 1*2 + 2*3, ...
+    y = jaxconv.conv(x, w, flip=True, method=method)
+    np.testing.assert_allclose(y, [[[4.0, 10.0, 16.0]]], rtol=1e-6)  # 0*3 + 1*2 + 2*1, ...
+    # dL/dX of sum(y): each x[q] times the taps whose window covers it.
+    dx = jax.grad(lambda x: jnp.sum(jaxconv.conv(x, w, method=method)))(x)
+    np.testing.assert_allclose(dx, [[[1.0, 3.0, 6.0, 5.0, 3.0]]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", FAST)
+def test_depthwise_stride_by_hand(method):
+    # Two channels, each its own 2-tap kernel, stride 2, padding 1 on the left only.
+    x = jnp.array([[[1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0]]])
+    w = jnp.array([[[1.0, 10.0]], [[2.0, 0.0]]])
+    y = jaxconv.conv(x, w, stride=2, padding=[(1, 0)], groups=2, method=method)
+    # channel 0 windows: (0,1), (2,3) -> 0*1 + 1*10, 2*1 + 3*10; channel 1: 0*2, 1*2
+    np.testing.assert_allclose(y, [[[10.0, 32.0], [0.0, 2.0]]], rtol=1e-6)
+
+
+# --- 2. properties against "direct" -----------------------------------------------------
+
+_cases = conv_cases(ranks=(1, 2, 3), max_kernel=3, max_group_channels=3, max_groups=3)
+
+
+@pytest.mark.parametrize("method", FAST)
+@settings(max_examples=_examples(0.5))
+@given(case=_cases)
+def test_method_matches_direct_float64(method, case):
+    with enable_x64():
+        x, w, b = case.arrays(np.float64)
+        assert_vjp_matches(
+            _conv(method, **case.kwargs), _conv("direct", **case.kwargs), (x, w, b)
+        )
+
+
+@pytest.mark.parametrize("method", FAST)
+@settings(max_examples=_examples(0.3))
+@given(
+    case=conv_cases(ranks=(1, 2), allow_bias=False),
+    dtype=st.sampled_from(["float32", "float16", "bfloat16"]),
+)
+def test_method_matches_float64_reference_in_low_precision(method, case, dtype):
+    """Within the dtype's tolerance of the exact (float64) result on the same inputs; the
+    fast methods accumulate half precision in float32, as "direct" does."""
+    x, w, _ = case.arrays(dtype)
+    y_shape = jax.eval_shape(_conv("direct", **case.kwargs), x, w).shape
+    ct = random_array(np.random.default_rng(case.seed + 1), y_shape, dtype)
+
+    def run(m, x, w, ct):
+        y, vjp = jax.vjp(_conv(m, **case.kwargs), x, w)
+        return (y, *vjp(ct.astype(y.dtype)))
+
+    got = jax.jit(lambda *a: run(method, *a))(x, w, ct)
+    with enable_x64():
+        exact = run("direct", *(a.astype(np.float64) for a in (x, w, ct)))
+    for name, a, e in zip(("value", "dx", "dw"), got, exact, strict=True):
+        assert a.dtype == np.dtype(dtype), name
+        assert_allclose_rel(a, e, tolerance(dtype), name)
+
+
+@pytest.mark.parametrize("method", FAST)
+@settings(max_examples=_examples(0.25))
+@given(case=conv_cases(ranks=(1, 2), max_kernel=3, max_batch=2, max_group_channels=2))
+def test_grad_of_grad_matches_direct(method, case):
+    """Reverse-over-reverse: the backward rules are differentiable and agree with direct's."""
+    with enable_x64():
+        x, w, b = case.arrays(np.float64)
+        y_shape = jax.eval_shape(_conv("direct", **case.kwargs), x, w, b).shape
+        ct = random_array(np.random.default_rng(case.seed), y_shape)
+
+        def second(m):
+            f = _conv(m, **case.kwargs)
+
+            def loss(x, w, b):
+                return jnp.sum(jnp.tanh(f(x, w, b)) * ct)
+
+            def grad_norm(x, w, b):
+                gs = jax.grad(loss, argnums=(0, 1, 2) if b is not None else (0, 1))(x, w, b)
+                return sum(jnp.sum(g**2) for g in gs)
+
+            return jax.jit(jax.grad(grad_norm, argnums=(0, 1)))(x, w, b)
+
+        for got, want in zip(second(method), second("direct"), strict=True):
+            assert_allclose_rel(got, want, tolerance(np.float64), "grad of grad")
+
+
+@pytest.mark.parametrize("method", FAST)
+def test_hessian_and_hvp_match_direct(method):
+    """Forward-over-reverse (``jax.hessian``) and jvp-of-grad also compose."""
+    with enable_x64():
+        rng = np.random.default_rng(3)
+        x = random_array(rng, (1, 2, 7))
+        w = random_array(rng, (2, 1, 3))
+        kw = dict(stride=2, padding="SAME", dilation=2, groups=2, flip=True)
+
+        def loss(m):
+            return lambda w: jnp.sum(jnp.sin(jaxconv.conv(x, w, method=m, **kw)))
+
+        hess = [jax.jit(jax.hessian(loss(m)))(w) for m in (method, "direct")]
+        assert_allclose_rel(hess[0], hess[1], 1e-10, "hessian")
+        v = random_array(rng, w.shape)
+        hvp = [jax.jit(lambda w, v, m=m: jax.jvp(jax.grad(loss(m)), (w,), (v,))[1])(w, v)
+               for m in (method, "direct")]
+        assert_allclose_rel(hvp[0], hvp[1], 1e-10, "jvp of grad")
+
+
+@pytest.mark.parametrize("method", FAST)
+def test_unjitted_vmap_and_checkpoint_compose(method):
+    rng = np.random.default_rng(4)
+    x = random_array(rng, (3, 2, 7, 4), np.float32)  # vmapped over the leading 3
+    w = random_array(rng, (3, 1, 4), np.float32)
+    kw = dict(padding=1, groups=4, channels_last=True)
+    f = jax.checkpoint(lambda x, w: jaxconv.conv(x, w, method=method, **kw))
+    ref = _conv("direct", **kw)
+    assert_allclose_rel(jax.vmap(f, (0, None))(x, w), jax.vmap(ref, (0, None))(x, w), 2e-6)
+    g = jax.grad(lambda w: jnp.sum(jax.vmap(f, (0, None))(x, w) ** 2))(w)
+    g_ref = jax.grad(lambda w: jnp.sum(jax.vmap(ref, (0, None))(x, w) ** 2))(w)
+    assert_allclose_rel(g, g_ref, tolerance(np.float32))
+
+
+def test_shift_batch_chunks_match_direct(monkeypatch):
+    """The weight gradient accumulated over batch chunks (``lax.scan``) is the same sum."""
+    monkeypatch.setattr(shift_module, "CHUNK_BYTES", 1)  # one sample per step
+    with enable_x64():
+        rng = np.random.default_rng(5)
+        x, w = random_array(rng, (3, 4, 5)), random_array(rng, (4, 2, 2))
+        kw = dict(padding=1, groups=2, stride=2)
+        g = _geometry(x.shape, w.shape, **kw)
+        assert shift_module._batch_chunk(g, 8) == 1
+        assert_vjp_matches(_conv("shift", **kw), _conv("direct", **kw), (x, w))
+        v = random_array(rng, w.shape)
+
+        def hvp(m, w, v):
+            loss = lambda w: jnp.sum(jnp.cos(jaxconv.conv(x, w, method=m, **kw)))  # noqa: E731
+            return jax.jvp(jax.grad(loss), (w,), (v,))[1]
+
+        hvps = [jax.jit(hvp, static_argnums=0)(m, w, v) for m in ("shift", "direct")]
+        assert_allclose_rel(hvps[0], hvps[1], 1e-10, "Hessian-vector product through the scan")
+
+
+def test_non_zero_padding_mode_and_preferred_element_type():
+    with enable_x64():
+        rng = np.random.default_rng(6)
+        x, w = random_array(rng, (2, 3, 6)), random_array(rng, (3, 1, 3))
+        for m in FAST:
+            kw = dict(padding=1, groups=3, padding_mode="reflect")
+            assert_vjp_matches(_conv(m, **kw), _conv("direct", **kw), (x, w))
+        x32, w32 = x.astype(np.float32), w.astype(np.float32)
+        for m in FAST:
+            y = jaxconv.conv(x32, w32, groups=3, method=m, preferred_element_type=np.float64)
+            assert y.dtype == np.float64
+            want = jaxconv.conv(x32, w32, groups=3, preferred_element_type=np.float64)
+            assert_allclose_rel(y, want, 1e-6)
+
+
+@pytest.mark.parametrize("method", FAST + ("auto",))
+def test_empty_batch(method):
+    y = jaxconv.conv(jnp.zeros((0, 2, 5)), jnp.zeros((2, 1, 3)), groups=2, method=method)
+    assert y.shape == (0, 2, 3)
+
+
+# --- 3. the FFT error bound ---------------------------------------------------------------
+
+
+def test_next_fast_len():
+    assert [next_fast_len(n) for n in (1, 11, 13, 17, 79, 97, 121)] == [1, 12, 14, 18, 80, 98, 125]
+
+
+@pytest.mark.parametrize(
+    "spatial, kernel, channels",
+    [((16,), (3,), 2), ((256,), (9,), 4), ((4096,), (31,), 4), ((16384,), (101,), 2),
+     ((24, 24), (5, 5), 4), ((96, 96), (31, 31), 2), ((12, 12, 12), (3, 3, 3), 2)],
+)
+def test_fft_error_within_stated_bound(spatial, kernel, channels):
+    """float32 FFT vs the float64 result, for values and both gradients, from F=16 up."""
+    rng = np.random.default_rng(7)
+    x = random_array(rng, (2, channels, *spatial), np.float32)
+    w = random_array(rng, (channels, channels, *kernel), np.float32)
+    ct = random_array(rng, (2, channels, *spatial), np.float32)
+    g = _geometry(x.shape, w.shape, padding="SAME")
+    bound = fft_error_bound(np.float32, fft_shape(g))
+    assert bound < tolerance(np.float32)  # the property tests' tolerance covers FFT error
+
+    def fwd_bwd(m, x, w, ct):
+        y, vjp = jax.vjp(_conv(m, padding="SAME"), x, w)
+        return (y, *vjp(ct))
+
+    got = jax.jit(lambda *a: fwd_bwd("fft", *a))(x, w, ct)
+    with enable_x64():
+        want = fwd_bwd("direct", x.astype(np.float64), w.astype(np.float64),
+                       ct.astype(np.float64))
+    for name, a, e in zip(("value", "dx", "dw"), got, want, strict=True):
+        err = relative_error(a, e)
+        assert err <= bound, f"{name}: {err:.3g} > bound {bound:.3g} at F={fft_shape(g)}"
+
+
+def test_fft_error_bound_grows_with_size():
+    sizes = [(16,), (256,), (4096,), (128, 128), (64, 64, 64)]
+    bounds = [fft_error_bound(np.float32, s) for s in sizes]
+    assert bounds == sorted(bounds)
+    eps = np.finfo(np.float32).eps
+    assert bounds[0] == pytest.approx(4 * eps * (math.log2(16) + 1))
+    assert fft_error_bound(np.float64, (4096,)) < 1e-13 < tolerance(np.float64)
+    assert fft_error_bound(jnp.bfloat16, (16,)) > 2.0**-7
+
+
+# --- 4. auto and explain_method ------------------------------------------------------------
+
+
+@given(
+    case=conv_cases(ranks=(1, 2, 3), max_kernel=3, max_group_channels=12, max_groups=4,
+                    allow_bias=False),
+    backend=st.sampled_from(["cpu", "gpu"]),
+)
+def test_auto_only_picks_a_supported_method(case, backend):
+    x_shape, w_shape = case.x_shape, case.w_shape
+    kw = {k: v for k, v in case.kwargs.items() if k in ("stride", "padding", "dilation",
+                                                         "groups", "channels_last")}
+    g = _geometry(x_shape, w_shape, **kw)
+    choice = choose_method(g, "float32", backend)
+    assert choice.method in ("direct", "fft", "shift")
+    assert unsupported_reason(choice.method, g) is None
+    assert choice.costs[choice.method] == min(c for c in choice.costs.values() if c is not None)
+    if unsupported_reason("shift", g) is not None:
+        assert choice.costs["shift"] is None
+
+
+def test_auto_matches_direct_through_conv():
+    rng = np.random.default_rng(8)
+    for x_shape, w_shape, kw in [
+        ((1, 2, 40, 40), (2, 2, 17, 17), dict(padding="SAME")),
+        ((2, 8, 12, 12), (8, 1, 3, 3), dict(padding=1, groups=8)),
+        ((2, 4, 9), (4, 4, 3), {}),
+    ]:
+        x, w = random_array(rng, x_shape, np.float32), random_array(rng, w_shape, np.float32)
+        assert_vjp_matches(_conv("auto", **kw), _conv("direct", **kw), (x, w))
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kw, method",
+    [
+        ((8, 16, 64, 64), (16, 16, 31, 31), dict(padding="SAME"), "fft"),
+        ((8, 32, 64, 64), (32, 32, 13, 13), dict(padding="SAME"), "fft"),
+        ((16, 64, 32, 32), (64, 1, 3, 3), dict(padding=1, groups=64), "shift"),
+        ((16, 64, 32, 32), (64, 64, 3, 3), dict(padding=1), "direct"),
+        ((8, 3, 112, 112), (64, 3, 7, 7), dict(stride=2, padding=3), "direct"),
+        ((16, 256, 16, 16), (64, 256, 1, 1), {}, "direct"),
+        ((16, 64, 1024), (64, 64, 5), dict(padding=2), "direct"),
+    ],
+)
+def test_cpu_cost_model_picks_the_benchmark_winners(x_shape, w_shape, kw, method):
+    """The calibration reproduces what benchmarks/bench_methods.py measured on 2 CPU cores."""
+    assert choose_method(_geometry(x_shape, w_shape, **kw), "float32", "cpu").method == method
+
+
+def test_explain_method_output():
+    choice = explain_method((8, 16, 64, 64), (16, 16, 31, 31), padding="SAME")
+    assert isinstance(choice, MethodChoice)
+    assert choice.method in ("direct", "fft", "shift")
+    assert set(choice.costs) == {"direct", "fft", "shift"}
+    assert choice.costs["shift"] is None  # 16 channels per group: beyond shift's reach
+    text = str(choice)
+    assert text.startswith(f"method='auto' picks {choice.method!r}")
+    assert choice.reason in text
+    assert "unsupported (it handles depthwise" in text
+    assert "GFLOP" in text and "ms" in text
+    hash(choice)  # frozen and hashable
+    cl = explain_method((8, 64, 64, 16), (31, 31, 16, 16), padding="SAME", channels_last=True)
+    assert cl.costs == choice.costs
+    dw = explain_method((16, 64, 32, 32), (64, 1, 3, 3), 1, 1, 1, 64)
+    assert dw.costs["shift"] is not None
+
+
+def test_explain_method_bad_input_matches_conv():
+    with pytest.raises(ValueError, match=r"`stride` must be >= 1 in every dimension, got 0"):
+        explain_method((1, 2, 8, 8), (2, 2, 3, 3), stride=0)
+    with pytest.raises(ValueError, match=r"`w` must have C_in // groups = 4 // 1 = 4 input"):
+        explain_method((1, 4, 8, 8), (2, 2, 3, 3))
+    with pytest.raises(ValueError, match=r"`groups` must divide the input channels"):
+        explain_method((1, 4, 8, 8), (3, 1, 3, 3), groups=3)
+    with pytest.raises(ValueError, match=r"`x_shape` and `w_shape` must have the same length"):
+        explain_method((1, 4, 8), (2, 4, 3, 3))
+    with pytest.raises(TypeError, match=r"`dtype` must be a floating dtype, got int32"):
+        explain_method((1, 2, 8), (2, 2, 3), dtype="int32")
+    with pytest.raises(ValueError, match=r"the dilated kernel must fit in the padded input"):
+        explain_method((1, 2, 4), (2, 2, 9))
+
+
+# --- 5. explicit methods that cannot run -----------------------------------------------------
+
+
+def test_shift_refuses_many_channels_per_group():
+    x, w = jnp.zeros((1, 64, 8, 8)), jnp.zeros((64, 16, 3, 3))
+    with pytest.raises(
+        ValueError,
+        match=r"`method`='shift' cannot compute this convolution: it handles depthwise and "
+        r"small grouped convolutions \(C_in // groups <= 8 and at most 125 kernel taps\), "
+        r"got C_in // groups = 16 and 9 taps; use method='direct', 'fft' or 'auto'",
+    ):
+        jaxconv.conv(x, w, groups=4, method="shift")
+
+
+def test_shift_refuses_too_many_taps():
+    with pytest.raises(ValueError, match=r"got C_in // groups = 1 and 169 taps"):
+        jaxconv.conv(jnp.zeros((1, 2, 20, 20)), jnp.zeros((2, 1, 13, 13)), groups=2,
+                     method="shift")
+
+
+def test_unknown_method_message_lists_the_methods():
+    with pytest.raises(ValueError, match=r"`method` must be one of 'auto', 'direct', 'fft', "
+                                         r"'shift', got 'winograd'"):
+        jaxconv.conv(jnp.zeros((1, 1, 4)), jnp.zeros((1, 1, 2)), method="winograd")
