@@ -150,6 +150,45 @@ def test_string_padding_with_input_dilation_is_refused_like_lax():
         jax.eval_shape(ours.init, jax.random.key(0), x)
 
 
+@pytest.mark.parametrize("preferred", [None, jnp.float32], ids=["bf16", "bf16-preferred-f32"])
+def test_nnx_bfloat16_layer_matches_lax_layer(preferred):
+    # Flax passes `preferred_element_type` to the convolution function only when it is set.
+    kw = dict(in_features=4, out_features=6, kernel_size=(3, 3), strides=2,
+              feature_group_count=2, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+    if preferred is not None:
+        kw["preferred_element_type"] = preferred
+    x = _data((8, 7), 4).astype(jnp.bfloat16)
+    graph_lax, abstract = nnx.split(nnx.eval_shape(lambda: nnx.Conv(**kw, rngs=nnx.Rngs(0))))
+    graph_ours, _ = nnx.split(nnx.eval_shape(lambda: nnx.Conv(
+        **kw, conv_general_dilated=jaxconv.conv_general_dilated, rngs=nnx.Rngs(0))))
+    state = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), _random_like(abstract, 1))
+
+    def apply(graph):
+        return lambda state, x: nnx.merge(graph, state)(x)
+
+    with jax.numpy_dtype_promotion("standard"):
+        out = jax.eval_shape(apply(graph_lax), state, x)
+    assert out.dtype == (jnp.bfloat16 if preferred is None else preferred)
+    ct = _random_like(out, seed=2).astype(out.dtype)
+    # Flax adds the bfloat16 bias to a float32 output: standard promotion, as users run it
+    # (the suite's conftest makes promotion strict).
+    with jax.numpy_dtype_promotion("standard"):
+        (y_ours, grads_ours), (y_lax, grads_lax) = _outputs_and_grads(
+            [apply(graph_ours), apply(graph_lax)], state, x, ct
+        )
+    _assert_trees_close(y_ours, y_lax, jnp.bfloat16)
+    _assert_trees_close(grads_ours, grads_lax, jnp.bfloat16)
+
+
+def test_nnx_out_sharding_other_than_none_is_refused():
+    layer = nnx.Conv(2, 3, (3,), rngs=nnx.Rngs(0),
+                     conv_general_dilated=jaxconv.conv_general_dilated)
+    x = jnp.ones((1, 5, 2))
+    assert layer(x, out_sharding=None).shape == (1, 5, 3)
+    with pytest.raises(NotImplementedError, match=r"`out_sharding` is not supported"):
+        layer(x, out_sharding=jax.sharding.PartitionSpec())
+
+
 # ----------------------------------------------------------------------- training
 
 
