@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import jax
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_conv.py"
@@ -54,12 +55,14 @@ def test_quick_run_prints_table_and_goal_line(bench, capsys, tmp_path):
     names = [case.name for case in bench.cases(quick=True)]
     assert list(rows) == [*names, "geo-mean"]
     has_torch = importlib.util.find_spec("torch") is not None
+    # float32; GPUs may run float32 convolutions as TF32 (the benchmark allows the same).
+    max_err = 2e-3 if jax.default_backend() == "cpu" else 2e-2
     for name in names:
         direct, auto, lax_ms, torch_ms = rows[name][:4]
         for cell in (direct, auto, lax_ms):
             assert float(cell) > 0.0
         assert (torch_ms != "n/a") == has_torch
-        assert float(rows[name][-1]) <= 2e-3  # gradients agree with lax (float32, CPU)
+        assert float(rows[name][-1]) <= max_err  # gradients agree with lax
     assert float(rows["geo-mean"][4]) > 0.0
     assert re.search(
         r"^(PASS|FAIL): geo-mean jaxconv\(direct\)/lax = \d+\.\d{3} \(goal <= 1\.05\), "
