@@ -54,7 +54,11 @@ def test_quick_run_prints_table_and_goal_line(bench, capsys, tmp_path):
     }
     names = [case.name for case in bench.cases(quick=True)]
     assert list(rows) == [*names, "geo-mean"]
-    has_torch = importlib.util.find_spec("torch") is not None
+    # PyTorch runs when it is installed and has the device JAX runs on (CPU, or CUDA).
+    has_torch = (
+        importlib.util.find_spec("torch") is not None
+        and bench._torch_device(jax.devices()[0].platform)[0] is not None
+    )
     # float32; GPUs may run float32 convolutions as TF32 (the benchmark allows the same).
     max_err = 2e-3 if jax.default_backend() == "cpu" else 2e-2
     for name in names:
