@@ -218,7 +218,10 @@ def prepare(cases_: Sequence[Case], device: Any) -> list[Prepared]:
     """Trace every JAX contender of every case, then compile them all, in parallel.
 
     Tracing holds the GIL, XLA's compiler does not: compiling on all cores at once roughly
-    divides the start-up time (most of a ``--quick`` run) by the number of cores.
+    divides the start-up time (most of a ``--quick`` run) by the number of cores. Only on
+    the CPU: on a GPU, compiling autotunes convolution algorithms by timing them on the
+    device, and concurrent autotuning would skew those timings -- and so the algorithms
+    each contender ends up with.
     """
     todo = []
     for case in cases_:
@@ -232,7 +235,8 @@ def prepare(cases_: Sequence[Case], device: Any) -> list[Prepared]:
         lowered = {name: g.lower(*args) for name, g in grads.items()}
         todo.append((case, host, args, lowered))
     jobs = [(i, name, low) for i, (*_, lowered) in enumerate(todo) for name, low in lowered.items()]
-    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+    workers = (os.cpu_count() or 1) if device.platform == "cpu" else 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         executables = list(pool.map(lambda job: job[2].compile(), jobs))
     compiled: list[dict[str, Any]] = [{} for _ in todo]
     for (i, name, _), exe in zip(jobs, executables, strict=True):
