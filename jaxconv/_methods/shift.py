@@ -146,9 +146,12 @@ def _forward(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: ShiftPlan) -
 
 
 def _batch_chunk(g: Geometry, itemsize: int) -> int:
-    """Samples per step of the weight-gradient reductions: the largest divisor of ``N``
-    whose slice of ``x`` and ``dY`` fits in :data:`CHUNK_BYTES` (XLA's CPU reductions over
-    many taps slow down several-fold once their operands fall out of cache)."""
+    """Samples per step of the weight-gradient reductions: on CPU, the largest divisor of
+    ``N`` whose slice of ``x`` and ``dY`` fits in :data:`CHUNK_BYTES` (XLA's CPU reductions
+    over many taps slow down several-fold once their operands fall out of cache); on an
+    accelerator, the whole batch (one wide kernel per tap beats many small ones)."""
+    if jax.default_backend() != "cpu":
+        return g.n
     per_sample = itemsize * (g.c_in * math.prod(p + q + s for s, (p, q) in zip(
         g.spatial, g.padding, strict=True)) + g.c_out * math.prod(g.out))
     best = 1
