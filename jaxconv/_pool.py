@@ -135,6 +135,13 @@ def _pool_geometry(
             f"padding={padding}, dilation={dilation}: the output would be {out_size}, "
             "got an output size < 1"
         )
+    for n, o, k, s, p, d in zip(in_size, out_size, window, stride, padding, dilation, strict=True):
+        if -1 in first_valid_offsets(n, o, k, s, p, d):
+            raise ValueError(
+                f"`x` spatial size {in_size} is too small for window={window}, "
+                f"dilation={dilation}, padding={padding}: a window would lie entirely in the "
+                f"padding, got input length {n} in a dimension with window {k}, dilation {d}"
+            )
     return PoolGeometry(
         in_size, window, stride, padding, dilation, ceil_mode, channels_last, out_size
     )

@@ -11,9 +11,10 @@ Window rule (one spatial dim): output ``o`` reads input position ``o*s + a*d - p
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -33,6 +34,17 @@ __all__ = [
 ]
 
 Ints = int | Sequence[int]
+
+
+def _quiet(f: Callable) -> Callable:
+    """NaN and inf inputs are part of the contract: no floating-point warnings."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            return f(*args, **kwargs)
+
+    return wrapper
 
 
 def _tuple(v: Ints | None, n: int, default: tuple[int, ...] | None = None) -> tuple[int, ...]:
@@ -111,6 +123,7 @@ def _geometry(x, window, stride, padding, dilation, channels_last):
     return x, k, _tuple(stride, n, k), _tuple(padding, n), _tuple(dilation, n)
 
 
+@_quiet
 def max_pool_reference(
     x,
     window: Ints,
@@ -135,6 +148,7 @@ def max_pool_reference(
     return _restore(y, channels_last), _restore(idx, channels_last)
 
 
+@_quiet
 def max_pool_grad_reference(
     x,
     dy,
@@ -171,6 +185,7 @@ def _avg_divisor(positions, size, p, count_include_pad, divisor_override) -> flo
     return float(sum(_inside(pos, size) for pos in positions))
 
 
+@_quiet
 def avg_pool_reference(
     x,
     window: Ints,
@@ -195,6 +210,7 @@ def avg_pool_reference(
     return _restore(y, channels_last)
 
 
+@_quiet
 def avg_pool_grad_reference(
     x,
     dy,
@@ -246,6 +262,7 @@ def _root(s: np.ndarray, e: float) -> np.ndarray:
         return np.power(s, e)
 
 
+@_quiet
 def lp_pool_reference(
     x,
     p: float,
@@ -270,6 +287,7 @@ def lp_pool_reference(
     return _restore(_root(sums, 1.0 / p), channels_last)
 
 
+@_quiet
 def lp_pool_grad_reference(
     x,
     dy,
@@ -319,6 +337,7 @@ def _adaptive_out(size, output_size) -> tuple[int, ...]:
     return tuple(s if o is None else int(o) for s, o in zip(size, items, strict=True))
 
 
+@_quiet
 def adaptive_avg_pool_reference(x, output_size, *, channels_last: bool = False) -> np.ndarray:
     """The mean of each adaptive window."""
     x = _channels_first(x, channels_last)
@@ -330,6 +349,7 @@ def adaptive_avg_pool_reference(x, output_size, *, channels_last: bool = False) 
     return _restore(y, channels_last)
 
 
+@_quiet
 def adaptive_avg_pool_grad_reference(x, dy, output_size, *, channels_last: bool = False):
     """``dL/dX``: each ``dY[o] / |window|`` added over its adaptive window."""
     x = _channels_first(x, channels_last)
@@ -344,6 +364,7 @@ def adaptive_avg_pool_grad_reference(x, dy, output_size, *, channels_last: bool 
     return _restore(dx, channels_last)
 
 
+@_quiet
 def adaptive_max_pool_reference(x, output_size, *, channels_last: bool = False):
     """``(y, indices)`` of each adaptive window (max_pool's tie and NaN rules)."""
     x = _channels_first(x, channels_last)
@@ -359,6 +380,7 @@ def adaptive_max_pool_reference(x, output_size, *, channels_last: bool = False):
     return _restore(y, channels_last), _restore(idx, channels_last)
 
 
+@_quiet
 def adaptive_max_pool_grad_reference(x, dy, output_size, *, channels_last: bool = False):
     """``dL/dX``: each ``dY[o]`` added to its adaptive window's winner."""
     x = _channels_first(x, channels_last)
@@ -372,6 +394,7 @@ def adaptive_max_pool_grad_reference(x, dy, output_size, *, channels_last: bool 
     return _restore(dx, channels_last)
 
 
+@_quiet
 def max_unpool_reference(y, indices, output_size: Ints, *, channels_last: bool = False):
     """``Out[n, c, idx[n, c, j]] = Y[n, c, j]``, written in row-major ``j`` order (last wins)."""
     y = _channels_first(y, channels_last)
@@ -384,6 +407,7 @@ def max_unpool_reference(y, indices, output_size: Ints, *, channels_last: bool =
     return _restore(out.reshape(y.shape[:2] + size), channels_last)
 
 
+@_quiet
 def max_unpool_grad_reference(y, indices, d_out, output_size: Ints, *, channels_last=False):
     """``dY[j] = dOut[idx[j]]`` for the entry that was written last there, else 0."""
     y = _channels_first(y, channels_last)
