@@ -16,8 +16,8 @@ cotangent ``ct`` -- the forward and the whole backward, as in a training step. C
   GPU and PyTorch has CUDA; otherwise "n/a".
 
 All float32, channels-first. Contenders are timed round-robin (see ``_timing.py``); each
-number is the median of ``--repeats`` samples after warm-up. Before timing, every JAX
-contender's gradients are checked against ``lax``'s (and PyTorch's), so the table never
+number is the median of ``--repeats`` samples after warm-up. Before timing, every
+contender's gradients (PyTorch's too) are checked against ``lax``'s, so the table never
 compares computations that disagree.
 
 Goal (issue 2): geometric-mean ``direct/lax <= 1.05`` and no case above ``1.15``.
@@ -72,7 +72,6 @@ _timing = _load_timing()
 
 GEOMEAN_GOAL = 1.05
 CASE_GOAL = 1.15
-JAX_CONTENDERS = ("direct", "auto", "lax")
 
 
 @dataclasses.dataclass(frozen=True)
