@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _verify(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
@@ -62,9 +63,12 @@ def _verify(args: argparse.Namespace) -> int:
         task = progress.add_task("", total=len(ops))
         for res in sweep(args.seed, args.examples, workers=max(1, args.workers)):
             results.append(res)
-            progress.update(task, advance=1, description=res.op)
+            progress.update(task, advance=1, description=escape(res.op))
             if not res.passed:
-                progress.console.print(f"[red]FAIL[/red] {res.op}: {res.config} {res.rel_err} fd={res.fd_rel_err}")
+                progress.console.print(
+                    f"[red]FAIL[/red] {escape(res.op)}: {escape(res.config)} {res.rel_err} "
+                    f"fd={res.fd_rel_err}"
+                )
     elapsed = time.perf_counter() - start
 
     order = list(dict.fromkeys(ops))
@@ -87,7 +91,7 @@ def _verify(args: argparse.Namespace) -> int:
         ok = all(r.passed for r in rs)
         summary.append(dict(op=op, configs=len(rs), worst=worst, worst_fd=worst_fd, passed=ok))
         table.add_row(
-            op,
+            escape(op),
             str(len(rs)),
             *("—" if worst[d] is None else f"{worst[d]:.2e}" for d in dtypes),
             "—" if worst_fd is None else f"{worst_fd:.2e}",
