@@ -1,0 +1,210 @@
+"""Bad pooling arguments fail early with a ValueError/TypeError naming the argument."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxconv._pool import (
+    adaptive_avg_pool,
+    adaptive_max_pool,
+    avg_pool,
+    lp_pool,
+    max_pool,
+    max_unpool,
+)
+
+X = jnp.zeros((1, 2, 6, 6), jnp.float32)
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: max_pool(X, 0), ValueError, "`window` must be >= 1 in every dimension, got 0"),
+        (
+            lambda: max_pool(X, (2, 0)),
+            ValueError,
+            "`window` must be >= 1 in every dimension, got (2, 0)",
+        ),
+        (lambda: max_pool(X, 2, 0), ValueError, "`stride` must be >= 1 in every dimension, got 0"),
+        (
+            lambda: avg_pool(X, 2, (1, 0)),
+            ValueError,
+            "`stride` must be >= 1 in every dimension, got (1, 0)",
+        ),
+        (
+            lambda: max_pool(X, 3, padding=2),
+            ValueError,
+            "`padding` must be at most half of `window` (padding <= window // 2, as PyTorch "
+            "requires) in every dimension, got padding=(2, 2) for window=(3, 3)",
+        ),
+        (
+            lambda: avg_pool(X, 2, padding=-1),
+            ValueError,
+            "`padding` must be >= 0 in every dimension, got -1",
+        ),
+        (
+            lambda: max_pool(X, 2, dilation=0),
+            ValueError,
+            "`dilation` must be >= 1 in every dimension, got 0",
+        ),
+        (
+            lambda: max_pool(X, (2, 2, 2)),
+            ValueError,
+            "`x` must be (N, C, *spatial) with ndim 5 to match `window` (3 spatial dims), "
+            "got shape (1, 2, 6, 6)",
+        ),
+        (
+            lambda: max_pool(X, (2, 2, 2, 2)),
+            ValueError,
+            "`window` must have 1, 2 or 3 entries (one per spatial dimension), got (2, 2, 2, 2)",
+        ),
+        (
+            lambda: max_pool(X, 2, stride=(1, 1, 1)),
+            ValueError,
+            "`stride` must be an int or a sequence of 2 ints (one per spatial dimension), "
+            "got (1, 1, 1)",
+        ),
+        (
+            lambda: max_pool(jnp.zeros((6, 6)), 2),
+            ValueError,
+            "`x` must be (N, C, *spatial) with ndim 3 or 4 or 5, got shape (6, 6)",
+        ),
+        (
+            lambda: max_pool(jnp.zeros((6, 6)), 2, channels_last=True),
+            ValueError,
+            "`x` must be (N, *spatial, C) with ndim 3 or 4 or 5, got shape (6, 6)",
+        ),
+        (
+            lambda: max_pool(X, 7),
+            ValueError,
+            "`x` spatial size (6, 6) is too small for window=(7, 7), stride=(7, 7), "
+            "padding=(0, 0), dilation=(1, 1): the output would be (0, 0), got an output size < 1",
+        ),
+        (
+            lambda: max_pool(jnp.zeros((1, 1, 1)), 2, 1, 1, 2),
+            ValueError,
+            "a window would lie entirely in the padding",
+        ),
+        (
+            lambda: max_pool(X, 2.0),
+            TypeError,
+            "`window` must be an int or a sequence of ints, got 2.0",
+        ),
+        (lambda: max_pool(X, 2, ceil_mode=1), TypeError, "`ceil_mode` must be a bool, got 1"),
+        (
+            lambda: max_pool(X, 2, channels_last="yes"),
+            TypeError,
+            "`channels_last` must be a bool, got 'yes'",
+        ),
+        (
+            lambda: max_pool(X, 2, return_indices=None),
+            TypeError,
+            "`return_indices` must be a bool, got None",
+        ),
+        (
+            lambda: max_pool(jnp.zeros((1, 2, 6, 6), jnp.int32), 2),
+            TypeError,
+            "`x` must have a floating dtype (bfloat16, float16, float32 or float64), got int32",
+        ),
+        (
+            lambda: avg_pool(np.zeros((1, 2, 6, 6), np.uint8), 2),
+            TypeError,
+            "`x` must have a floating dtype (bfloat16, float16, float32 or float64), got uint8",
+        ),
+        (lambda: avg_pool([[[1.0, 2.0]]], 2), TypeError, "`x` must be an array, got list"),
+        (
+            lambda: avg_pool(X, 2, divisor_override=0),
+            ValueError,
+            "`divisor_override` must be >= 1, got 0",
+        ),
+        (
+            lambda: avg_pool(X, 2, count_include_pad="no"),
+            TypeError,
+            "`count_include_pad` must be a bool, got 'no'",
+        ),
+        (lambda: lp_pool(X, 0, 2), ValueError, "`p` must be > 0, inf or -inf, got 0.0"),
+        (lambda: lp_pool(X, float("nan"), 2), ValueError, "`p` must be > 0, inf or -inf, got nan"),
+        (
+            lambda: lp_pool(X, "2", 2),
+            TypeError,
+            "`p` must be a real number (int or float), got '2'",
+        ),
+        (
+            lambda: lp_pool(jnp.zeros((1, 2, 6), jnp.int8), 2, 2),
+            TypeError,
+            "`x` must have a floating dtype",
+        ),
+        (
+            lambda: adaptive_avg_pool(X, 0),
+            ValueError,
+            "`output_size` must be >= 1 in every dimension, got 0",
+        ),
+        (
+            lambda: adaptive_max_pool(X, (3, -1)),
+            ValueError,
+            "`output_size` must be >= 1 in every dimension, got (3, -1)",
+        ),
+        (
+            lambda: adaptive_avg_pool(X, 1.5),
+            TypeError,
+            "`output_size` must be an int, None, or a sequence of ints/None, got 1.5",
+        ),
+        (
+            lambda: adaptive_max_pool(X, (2, 2, 2)),
+            ValueError,
+            "`x` must be (N, C, *spatial) with ndim 5 to match `output_size` (3 spatial dims)",
+        ),
+        (
+            lambda: adaptive_avg_pool(jnp.zeros((1, 2, 6), jnp.int32), 2),
+            TypeError,
+            "`x` must have a floating dtype",
+        ),
+        (
+            lambda: max_unpool(X, X, (12, 12)),
+            TypeError,
+            "`indices` must be an integer array, got float32",
+        ),
+        (
+            lambda: max_unpool(X, jnp.zeros((1, 2, 6, 5), jnp.int32), (12, 12)),
+            ValueError,
+            "`indices` must have the shape of `y` (1, 2, 6, 6), got (1, 2, 6, 5)",
+        ),
+        (
+            lambda: max_unpool(X, jnp.full((1, 2, 6, 6), 200, jnp.int32), (12, 12)),
+            ValueError,
+            "`indices` must lie in [0, 144) for output_size=(12, 12), got values in [200, 200]",
+        ),
+        (
+            lambda: max_unpool(X, jnp.zeros((1, 2, 6, 6), jnp.int32), (12, 0)),
+            ValueError,
+            "`output_size` must be >= 1 in every dimension, got (12, 0)",
+        ),
+        (
+            lambda: max_unpool(X, jnp.zeros((1, 2, 6, 6), jnp.int32), (12, 12, 12)),
+            ValueError,
+            "`y` must be (N, C, *spatial) with ndim 5 to match `output_size`",
+        ),
+    ],
+)
+def test_bad_arguments_are_refused_with_a_clear_message(call, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        call()
+
+
+def test_errors_are_raised_before_tracing_under_jit():
+    with pytest.raises(ValueError, match=re.escape("`window` must be >= 1")):
+        jax.jit(lambda a: max_pool(a, 0))(X)
+    with pytest.raises(ValueError, match=re.escape("`padding` must be at most half")):
+        jax.jit(lambda a: avg_pool(a, 2, padding=2))(X)
+
+
+def test_out_of_range_indices_are_dropped_under_jit():
+    # traced indices cannot be checked: out-of-range entries are ignored, as documented
+    idx = jnp.asarray([[[0, 99]]], jnp.int32)
+    out = jax.jit(lambda y, i: max_unpool(y, i, 4))(jnp.asarray([[[1.0, 2.0]]]), idx)
+    np.testing.assert_array_equal(out, [[[1.0, 0.0, 0.0, 0.0]]])

@@ -1,0 +1,108 @@
+"""Pooling window arithmetic (pure ints) against brute-force enumeration of the windows."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jaxconv._pool_shapes import (
+    adaptive_bounds,
+    adaptive_inverse,
+    avg_divisors,
+    first_valid_offsets,
+    offset_phase,
+    phase_length,
+    pool_extent,
+    pool_output_size,
+)
+
+
+@st.composite
+def dims(draw):
+    """One spatial dim: window, dilation, stride, padding <= window // 2, length."""
+    k = draw(st.integers(1, 5))
+    d = draw(st.integers(1, 3))
+    s = draw(st.integers(1, 4))
+    p = draw(st.integers(0, k // 2))
+    n = draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), 20))
+    return n, k, s, p, d, draw(st.booleans())
+
+
+def _brute_windows(n, k, s, p, d, ceil_mode):
+    """Window starts (padded coordinates) PyTorch keeps: floor mode keeps windows that fit in
+    the padded input; ceil mode also keeps a partial last window starting before ``L + p``."""
+    eff = d * (k - 1) + 1
+    starts = []
+    o = 0
+    while True:
+        q = o * s
+        fits = q + eff <= n + 2 * p
+        # o <= ceil((L + 2p - eff) / s), and the window must start before the right padding
+        partial = q < n + 2 * p - eff + s and q < n + p
+        if fits or (ceil_mode and partial):
+            starts.append(q)
+            o += 1
+        else:
+            return starts
+
+
+@given(dims())
+def test_output_size_counts_the_windows(dim):
+    n, k, s, p, d, ceil_mode = dim
+    assert pool_output_size(n, k, s, p, d, ceil_mode) == len(
+        _brute_windows(n, k, s, p, d, ceil_mode)
+    )
+
+
+@given(dims())
+def test_extent_and_phases_cover_every_window(dim):
+    n, k, s, p, d, ceil_mode = dim
+    out = pool_output_size(n, k, s, p, d, ceil_mode)
+    extent = pool_extent(out, k, s, d)
+    last = (out - 1) * s + (k - 1) * d  # last padded position read
+    assert extent == last + 1
+    assert extent <= n + 2 * p + s - 1  # ceil mode overhangs by less than one stride
+    t = phase_length(extent, s)
+    assert (t - 1) * s < extent <= t * s
+    for a in range(k):
+        r, u = offset_phase(a, s, d)
+        assert 0 <= r < s and u * s + r == a * d
+        assert out - 1 + u < t  # the last output's shifted term stays inside its phase
+
+
+@given(dims(), st.booleans())
+def test_avg_divisors_count_window_positions(dim, count_include_pad):
+    n, k, s, p, _, ceil_mode = dim
+    out = pool_output_size(n, k, s, p, 1, ceil_mode)
+    divisors = avg_divisors(n, out, k, s, p, count_include_pad)
+    for o, div in enumerate(divisors):
+        positions = [o * s - p + a for a in range(k)]
+        if count_include_pad:
+            expected = sum(-p <= q < n + p for q in positions)
+        else:
+            expected = sum(0 <= q < n for q in positions)
+        assert div == expected >= 1
+
+
+@given(dims())
+def test_first_valid_offset_is_the_first_in_bounds_position(dim):
+    n, k, s, p, d, ceil_mode = dim
+    out = pool_output_size(n, k, s, p, d, ceil_mode)
+    for o, a in enumerate(first_valid_offsets(n, out, k, s, p, d)):
+        inside = [b for b in range(k) if 0 <= o * s + b * d - p < n]
+        assert a == (inside[0] if inside else -1)
+
+
+@given(st.integers(1, 30), st.integers(1, 30))
+def test_adaptive_windows_cover_the_input_in_order(n, out):
+    bounds = adaptive_bounds(n, out)
+    assert len(bounds) == out
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    for (s0, e0), (s1, e1) in zip(bounds, bounds[1:], strict=False):
+        assert s0 <= s1 and e0 <= e1 and s1 <= e0  # non-decreasing, no gaps
+    assert all(e > s for s, e in bounds)
+    inverse = adaptive_inverse(n, out)
+    kmax = max(e - s for s, e in bounds)
+    for pos, readers in enumerate(inverse):
+        expected = sorted(o * kmax + (pos - s) for o, (s, e) in enumerate(bounds) if s <= pos < e)
+        assert sorted(r for r in readers if r != out * kmax) == expected
