@@ -49,7 +49,8 @@ __all__ = ["MAX_GROUP_CHANNELS", "MAX_TAPS", "shift_conv", "shift_unsupported_re
 
 MAX_GROUP_CHANNELS = 8
 MAX_TAPS = 125
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 20  # per step of the dW reductions, on the backends below
+CHUNKED_BACKENDS = ("cpu",)
 
 
 def shift_unsupported_reason(g: Geometry) -> str | None:
@@ -150,7 +151,7 @@ def _batch_chunk(g: Geometry, itemsize: int) -> int:
     ``N`` whose slice of ``x`` and ``dY`` fits in :data:`CHUNK_BYTES` (XLA's CPU reductions
     over many taps slow down several-fold once their operands fall out of cache); on an
     accelerator, the whole batch (one wide kernel per tap beats many small ones)."""
-    if jax.default_backend() != "cpu":
+    if jax.default_backend() not in CHUNKED_BACKENDS:
         return g.n
     per_sample = itemsize * (g.c_in * math.prod(p + q + s for s, (p, q) in zip(
         g.spatial, g.padding, strict=True)) + g.c_out * math.prod(g.out))
