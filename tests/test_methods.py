@@ -365,6 +365,23 @@ def test_shift_refuses_too_many_taps():
                      method="shift")
 
 
+def test_input_dilation_configs_stay_direct():
+    """``conv`` never dilates the input, but a config that does is not for fft/shift."""
+    import dataclasses
+
+    from jaxconv._methods import dispatch
+
+    cfg, _ = conv_config((1, 2, 5), (2, 1, 3), stride=1, padding=0, dilation=1, groups=2,
+                         flip=False, channels_last=False, method="fft")
+    cfg = dataclasses.replace(cfg, lhs_dilation=(2,))
+    g = geometry((1, 2, 5), (2, 1, 3), cfg)
+    assert "lhs_dilation 1" in unsupported_reason("fft", g)
+    assert choose_method(g).method == "direct"
+    with pytest.raises(ValueError, match=r"`method`='fft' cannot compute this convolution: "
+                                         r"it needs lhs_dilation 1"):
+        dispatch(jnp.zeros((1, 2, 5)), jnp.zeros((2, 1, 3)), None, cfg)
+
+
 def test_unknown_method_message_lists_the_methods():
     with pytest.raises(ValueError, match=r"`method` must be one of 'auto', 'direct', 'fft', "
                                          r"'shift', got 'winograd'"):

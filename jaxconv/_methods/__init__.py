@@ -44,6 +44,8 @@ class Geometry:
     dilations: tuple[int, ...]
     padding: tuple[tuple[int, int], ...]
     out: tuple[int, ...]
+    lhs_dilation: tuple[int, ...] = ()
+    batch_group_count: int = 1
 
     @property
     def ndim(self) -> int:
@@ -80,6 +82,7 @@ def geometry(x_shape: Sequence[int], w_shape: Sequence[int], cfg: ConvConfig) ->
         n=n, c_in=c_in, spatial=spatial, c_out=c_out, c_in_g=c_in_g, kernel=kernel,
         groups=cfg.feature_group_count, strides=cfg.window_strides,
         dilations=cfg.rhs_dilation, padding=cfg.padding, out=out,
+        lhs_dilation=cfg.lhs_dilation, batch_group_count=cfg.batch_group_count,
     )
 
 
@@ -132,11 +135,19 @@ def output_dtype(cfg: ConvConfig, dtype: object) -> np.dtype:
 
 def unsupported_reason(method: str, g: Geometry) -> str | None:
     """Why ``method`` cannot compute the convolution ``g`` describes (``None``: it can)."""
+    if method == "direct":
+        return None
+    if any(d != 1 for d in g.lhs_dilation) or g.batch_group_count != 1:
+        # ``conv`` never builds these; ``conv_general_dilated``-style configs stay direct.
+        return (
+            "it needs lhs_dilation 1 and batch_group_count 1, got "
+            f"{g.lhs_dilation} and {g.batch_group_count}"
+        )
     if method == "shift":
         from .shift import shift_unsupported_reason
 
         return shift_unsupported_reason(g)
-    return None  # "direct" and "fft" handle every configuration ``conv`` accepts
+    return None  # "fft" handles every configuration ``conv`` accepts
 
 
 def dispatch(x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig) -> jax.Array:

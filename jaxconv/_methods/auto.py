@@ -161,6 +161,7 @@ def estimate(
                                                f" at a grouped rate of {rate / 1e9:.2g} GFLOP/s")))
 
     # fft: six batches of real FFTs and three per-frequency contractions.
+    fft_why = unsupported_reason("fft", g)
     full, half = _fft_grid(g)
     transforms = 2 * (n * cin + cout * cg + n * cout)
     fft_flops = transforms * 2.5 * full * math.log2(max(full, 2))
@@ -169,8 +170,8 @@ def estimate(
     fbytes = cbytes * half * (3 * (n * cin + cout * cg + n * cout)) + item * full * transforms
     seconds = (fft_flops / c["fft_rate"] + mix_flops / c["mix_rate"] + fbytes / c["fft_bw"]
                + c["fft_fixed"])
-    out.append(MethodCost("fft", fft_flops + mix_flops, fbytes, seconds,
-                          f"FFT grid {full} cells"))
+    out.append(MethodCost("fft", fft_flops + mix_flops, fbytes, None if fft_why else seconds,
+                          fft_why or f"FFT grid {full} cells"))
 
     # shift: elementwise products of K slices; K reductions for dW.
     why = unsupported_reason("shift", g)
@@ -185,6 +186,10 @@ def estimate(
     return tuple(out)
 
 
+def _ms(seconds: float | None) -> str:
+    return f"{1e3 * seconds:.2f} ms"
+
+
 def _backend(backend: str | None) -> str:
     name = backend or jax.default_backend()
     return "gpu" if name in ("gpu", "cuda", "rocm") else "cpu"
@@ -197,19 +202,21 @@ def choose_method(g: Geometry, dtype: Any = "float32", backend: str | None = Non
     supported = [e for e in est if e.seconds is not None]
     best = min(supported, key=lambda e: e.seconds)
     direct = next(e for e in est if e.method == "direct")
-    if best.method == "direct":
-        runner = min((e for e in supported if e.method != "direct"), key=lambda e: e.seconds)
-        reason = (f"the XLA convolution is estimated fastest ({1e3 * best.seconds:.3g} ms; next "
-                  f"{runner.method!r} at {1e3 * runner.seconds:.3g} ms)")
+    others = [e for e in supported if e.method != "direct"]
+    if best.method == "direct" and not others:
+        reason = "no other method supports this configuration"
+    elif best.method == "direct":
+        runner = min(others, key=lambda e: e.seconds)
+        reason = (f"the XLA convolution is estimated fastest ({_ms(best.seconds)}; next "
+                  f"{runner.method!r} at {_ms(runner.seconds)})")
     elif best.method == "fft":
         reason = (f"a {g.taps}-tap kernel makes the direct convolution's "
                   f"{direct.flops / 1e9:.3g} GFLOP cost more than FFTs over a "
-                  f"{_fft_grid(g)[0]}-cell grid ({1e3 * best.seconds:.3g} ms vs "
-                  f"{1e3 * direct.seconds:.3g} ms)")
+                  f"{_fft_grid(g)[0]}-cell grid ({_ms(best.seconds)} vs {_ms(direct.seconds)})")
     else:
-        reason = (f"{g.c_in_g} input channel(s) per group: XLA's grouped convolution runs slowly "
-                  f"on {backend}, {g.taps} shifted slices do the same work elementwise "
-                  f"({1e3 * best.seconds:.3g} ms vs {1e3 * direct.seconds:.3g} ms)")
+        reason = (f"{g.c_in_g} input channel(s) per group: {g.taps} shifted, per-channel-scaled "
+                  f"slices (elementwise work, no convolution) beat the grouped XLA convolution "
+                  f"({_ms(best.seconds)} vs {_ms(direct.seconds)})")
     return MethodChoice(best.method, est, reason, backend)
 
 
