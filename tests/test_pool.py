@@ -29,84 +29,15 @@ from jaxconv._pool import (
     max_pool,
     max_unpool,
 )
-from jaxconv._pool_shapes import pool_output_size
 from jaxconv._pool_strategies import adaptive_pool_cases, pool_cases
 from jaxconv._tolerances import relative_error, tolerance
+from jaxconv._verify_pool import POOL_OPS, lax_avg_pool, lax_max_pool, run_pool_case
 
 # ------------------------------------------------------------------------------ helpers
 
 
 def _spatial(x_shape, channels_last):
     return x_shape[1:-1] if channels_last else x_shape[2:]
-
-
-def lax_max_pool(
-    x, window, stride=None, padding=0, dilation=1, ceil_mode=False, *, channels_last=False
-):
-    """``lax.reduce_window`` max with PyTorch's output size (``-inf`` padding)."""
-    r = x.ndim - 2
-    k = (window,) * r if isinstance(window, int) else tuple(window)
-    s = k if stride is None else ((stride,) * r if isinstance(stride, int) else tuple(stride))
-    p = (padding,) * r if isinstance(padding, int) else tuple(padding)
-    d = (dilation,) * r if isinstance(dilation, int) else tuple(dilation)
-    sizes = _spatial(x.shape, channels_last)
-    out = [pool_output_size(*a, ceil_mode) for a in zip(sizes, k, s, p, d, strict=True)]
-    hi = [
-        (o - 1) * si + di * (ki - 1) + 1 - n - pi
-        for o, si, di, ki, n, pi in zip(out, s, d, k, sizes, p, strict=True)
-    ]
-    axes = range(1, 1 + r) if channels_last else range(2, 2 + r)
-    cfg = [(0, 0, 0)] * x.ndim
-    dims, strides, dil = [1] * x.ndim, [1] * x.ndim, [1] * x.ndim
-    for i, a in enumerate(axes):
-        cfg[a] = (p[i], hi[i], 0)
-        dims[a], strides[a], dil[a] = k[i], s[i], d[i]
-    xp = lax.pad(x, jnp.asarray(-jnp.inf, x.dtype), cfg)
-    if all(v == 1 for v in dil):  # lax's max-specific (differentiable) path
-        return lax.reduce_window(xp, -jnp.inf, lax.max, dims, strides, "VALID")
-    return lax.reduce_window(xp, -jnp.inf, lax.max, dims, strides, "VALID", window_dilation=dil)
-
-
-def lax_avg_pool(
-    x,
-    window,
-    stride=None,
-    padding=0,
-    ceil_mode=False,
-    count_include_pad=True,
-    divisor_override=None,
-    *,
-    channels_last=False,
-):
-    """Window sums by ``lax.reduce_window``, divided by divisors counted the same way."""
-    r = x.ndim - 2
-    k = (window,) * r if isinstance(window, int) else tuple(window)
-    s = k if stride is None else ((stride,) * r if isinstance(stride, int) else tuple(stride))
-    p = (padding,) * r if isinstance(padding, int) else tuple(padding)
-    sizes = _spatial(x.shape, channels_last)
-    out = [pool_output_size(*a, 1, ceil_mode) for a in zip(sizes, k, s, p, strict=True)]
-    hi = [(o - 1) * si + ki - n - pi for o, si, ki, n, pi in zip(out, s, k, sizes, p, strict=True)]
-    axes = range(1, 1 + r) if channels_last else range(2, 2 + r)
-    cfg = [(0, 0, 0)] * x.ndim
-    dims, strides = [1] * x.ndim, [1] * x.ndim
-    for i, a in enumerate(axes):
-        cfg[a] = (p[i], hi[i], 0)
-        dims[a], strides[a] = k[i], s[i]
-    zero = jnp.zeros((), x.dtype)
-    # a Python 0.0 init lets lax recognise the add monoid (the differentiable path)
-    total = lax.reduce_window(lax.pad(x, zero, cfg), 0.0, lax.add, dims, strides, "VALID")
-    if divisor_override is not None:
-        return total / jnp.asarray(divisor_override, x.dtype)
-    # divisors: window sums over a ones array marking what counts -- the padded input when
-    # padding counts (never the ceil-mode overhang past it), else the input alone
-    shape, count_cfg = [1] * x.ndim, list(cfg)
-    for i, a in enumerate(axes):
-        shape[a] = sizes[i] + (2 * p[i] if count_include_pad else 0)
-        if count_include_pad:
-            count_cfg[a] = (0, hi[i] - p[i], 0)
-    ones = jnp.ones(shape, x.dtype)
-    counts = lax.reduce_window(lax.pad(ones, zero, count_cfg), 0.0, lax.add, dims, strides, "VALID")
-    return total / counts
 
 
 def _vjp(f, x, dy):
@@ -492,3 +423,15 @@ def test_eager_and_jitted_agree():
         grad = jax.grad(lambda a, op=op: jnp.sum(op(a) ** 2))
         np.testing.assert_allclose(jax.jit(op)(x), op(x), rtol=1e-6)
         np.testing.assert_allclose(jax.jit(grad)(x), grad(x), rtol=1e-6)
+
+
+def test_verify_pool_cases_pass_for_every_op():
+    rng = np.random.default_rng(0)
+    for op in POOL_OPS:
+        for _ in range(3):
+            result = run_pool_case(op, rng)
+            assert result["op"] == op and result["dtype"] in ("float32", "float64")
+            assert result["passed"], result
+            assert result["rel_err"] <= result["tol"] and result["fd_rel_err"] <= 1e-6
+    with pytest.raises(ValueError, match="`op` must be one of max_pool"):
+        run_pool_case("min_pool", rng)
