@@ -72,20 +72,6 @@ def _split_window_axes(x: jax.Array, axes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _window_code_grid(geom: PoolGeometry, ndim: int, dtype: np.dtype) -> jax.Array:
-    """Row-major window code ``sum_i a_i * prod(k_{>i})`` laid out on the window axes.
-
-    Shape: all ones except ``k_i`` at the window axis following each spatial axis of a
-    ``ndim``-dimensional array (so it broadcasts against ``_split_window_axes``).
-    """
-    codes = np.arange(geom.num_offsets, dtype=dtype).reshape(geom.window)
-    shape = [1] * (ndim + geom.rank)
-    for i, axis in enumerate(geom.spatial_axes):
-        shape[axis + i + 1] = geom.window[i]
-    # the window axes are in order, so reshaping the row-major code block places it there
-    return jnp.asarray(codes.reshape(shape))
-
-
 def _merge_window_axes(blocks: jax.Array, geom: PoolGeometry, ndim: int) -> jax.Array:
     """``(.., o_i, k_i, ..)`` -> ``(.., o_i*k_i, ..)``: non-overlapping windows back in place."""
     shape = list(blocks.shape)
@@ -163,13 +149,11 @@ def max_pool_input_grad(dy: jax.Array, winner: jax.Array, geom: PoolGeometry) ->
       ``dL/dX`` with the input's shape and ``dy``'s dtype.
     """
     zero = jnp.zeros((), dy.dtype)
-    if geom.non_overlapping:
-        # one window per padded position: a one-hot over window axes, reshaped back in place
-        shape = _split_window_axes(dy, geom.spatial_axes)
-        codes = _window_code_grid(geom, dy.ndim, np.dtype(winner.dtype))
-        blocks = jnp.where(winner.reshape(shape) == codes, dy.reshape(shape), zero)
-        return _crop_padding(_merge_window_axes(blocks, geom, dy.ndim), geom)
 
+    # Non-overlapping windows (s = k, d = 1) give one offset per stride phase and no shifts:
+    # the placement is then a one-hot select per offset interleaved by stack + reshape, the
+    # reshape path. (A broadcast compare over (.., o, k, ..) blocks is the same arithmetic
+    # but ~30% slower on CPU: its innermost loop runs over the 2-wide window axis.)
     def term(code: int) -> jax.Array:
         return jnp.where(winner == code, dy, zero)
 
