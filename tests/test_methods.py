@@ -21,7 +21,6 @@ import jaxconv
 from jaxconv._compat import enable_x64
 from jaxconv._config import conv_config
 from jaxconv._methods import geometry, unsupported_reason
-from jaxconv._methods import shift as shift_module
 from jaxconv._methods.auto import MethodChoice, choose_method, explain_method
 from jaxconv._methods.fft import fft_error_bound, fft_shape, next_fast_len
 from jaxconv._tolerances import relative_error, tolerance
@@ -174,27 +173,6 @@ def test_unjitted_vmap_and_checkpoint_compose(method):
     g = jax.grad(lambda w: jnp.sum(jax.vmap(f, (0, None))(x, w) ** 2))(w)
     g_ref = jax.grad(lambda w: jnp.sum(jax.vmap(ref, (0, None))(x, w) ** 2))(w)
     assert_allclose_rel(g, g_ref, tolerance(np.float32))
-
-
-def test_shift_batch_chunks_match_direct(monkeypatch):
-    """The weight gradient accumulated over batch chunks (``lax.scan``) is the same sum."""
-    monkeypatch.setattr(shift_module, "CHUNK_BYTES", 1)  # one sample per step
-    monkeypatch.setattr(shift_module, "CHUNKED_BACKENDS", (jax.default_backend(),))
-    with enable_x64():
-        rng = np.random.default_rng(5)
-        x, w = random_array(rng, (3, 4, 5)), random_array(rng, (4, 2, 2))
-        kw = dict(padding=1, groups=2, stride=2)
-        g = _geometry(x.shape, w.shape, **kw)
-        assert shift_module._batch_chunk(g, 8) == 1
-        assert_vjp_matches(_conv("shift", **kw), _conv("direct", **kw), (x, w))
-        v = random_array(rng, w.shape)
-
-        def hvp(m, w, v):
-            loss = lambda w: jnp.sum(jnp.cos(jaxconv.conv(x, w, method=m, **kw)))  # noqa: E731
-            return jax.jvp(jax.grad(loss), (w,), (v,))[1]
-
-        hvps = [jax.jit(hvp, static_argnums=0)(m, w, v) for m in ("shift", "direct")]
-        assert_allclose_rel(hvps[0], hvps[1], 1e-10, "Hessian-vector product through the scan")
 
 
 def test_non_zero_padding_mode_and_preferred_element_type():
@@ -386,3 +364,22 @@ def test_unknown_method_message_lists_the_methods():
     with pytest.raises(ValueError, match=r"`method` must be one of 'auto', 'direct', 'fft', "
                                          r"'shift', got 'winograd'"):
         jaxconv.conv(jnp.zeros((1, 1, 4)), jnp.zeros((1, 1, 2)), method="winograd")
+
+
+def test_auto_compiles_to_the_picked_methods_program():
+    """``auto`` costs nothing at run time: its HLO is the picked method's, up to metadata."""
+    import re
+
+    x, w = jnp.zeros((2, 8, 12, 12)), jnp.zeros((8, 1, 3, 3))
+    kw = dict(padding=1, groups=8)
+    picked = explain_method(x.shape, w.shape, **kw).method
+
+    def hlo(method):
+        def f(x, w):
+            return jax.grad(lambda x, w: jnp.sum(jaxconv.conv(x, w, method=method, **kw)),
+                            argnums=(0, 1))(x, w)
+
+        text = jax.jit(f).lower(x, w).as_text()
+        return re.sub(r"loc\([^)]*\)|#loc\d*|metadata=\{[^}]*\}", "", text)
+
+    assert hlo("auto") == hlo(picked)
