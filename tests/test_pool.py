@@ -360,11 +360,15 @@ def test_jit_vmap_and_grad_compose():
         np.testing.assert_allclose(batched[i], jax.grad(loss)(xs[i]), rtol=1e-6)
 
 
+# On GPUs lax's second derivative of reduce-window max warns that it packs value pairs
+# into reduced precision; its result is then only float32-accurate.
+@pytest.mark.filterwarnings("ignore:Using reduced precision for gradient of reduce-window")
 def test_second_order_matches_lax():
     rng = np.random.default_rng(5)
     with enable_x64():
         x = jnp.asarray(rng.standard_normal((1, 1, 5, 5)), jnp.float64)
         v = jnp.asarray(rng.standard_normal(x.shape), jnp.float64)
+        tol = 1e-12 if jax.default_backend() == "cpu" else 1e-5
         for ours, theirs in [
             (lambda a: max_pool(a, 3, 2, 1), lambda a: lax_max_pool(a, 3, 2, 1)),
             (lambda a: avg_pool(a, 3, 1, 1), lambda a: lax_avg_pool(a, 3, 1, 1)),
@@ -373,11 +377,11 @@ def test_second_order_matches_lax():
             h = lambda a, g=theirs: jnp.sum(jnp.sin(g(a)) * g(a) ** 2)  # noqa: E731
             expected = jax.jit(jax.hessian(h))(x)
             assert np.any(np.asarray(expected) != 0)
-            np.testing.assert_allclose(jax.jit(jax.hessian(f))(x), expected, atol=1e-12)
-            np.testing.assert_allclose(jax.jit(jax.jacrev(jax.jacrev(f)))(x), expected, atol=1e-12)
+            np.testing.assert_allclose(jax.jit(jax.hessian(f))(x), expected, atol=tol)
+            np.testing.assert_allclose(jax.jit(jax.jacrev(jax.jacrev(f)))(x), expected, atol=tol)
             jvp_of_grad = jax.jit(lambda a, t, f=f: jax.jvp(jax.grad(f), (a,), (t,))[1])
             hvp = (expected.reshape(25, 25) @ v.reshape(25)).reshape(x.shape)
-            np.testing.assert_allclose(jvp_of_grad(x, v), hvp, atol=1e-12)
+            np.testing.assert_allclose(jvp_of_grad(x, v), hvp, atol=tol)
 
 
 def test_lp_pool_second_order_matches_autodiff_of_its_formula():

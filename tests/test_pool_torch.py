@@ -145,8 +145,16 @@ LP_CASES = [
 ]
 
 
+def _torch_has_lp_inf() -> bool:
+    """PyTorch >= 2.13 maps p = +-inf to max pools of |x|; older versions compute x^inf."""
+    y = F.lp_pool1d(torch.tensor([[[2.0, -3.0]]]), math.inf, 2)
+    return bool(y.item() == 3.0)
+
+
 @pytest.mark.parametrize("shape, p, k, s, ceil_mode, channels_last", LP_CASES)
 def test_lp_pool_matches_torch(shape, p, k, s, ceil_mode, channels_last):
+    if math.isinf(p) and not _torch_has_lp_inf():
+        pytest.skip(f"torch {torch.__version__} has no p=inf special case in lp_pool")
     x = np.abs(_inputs(shape, "normal")) + 0.05  # real powers for every p
     rank = len(shape) - 2
 
