@@ -283,6 +283,14 @@ def test_auto_matches_direct_through_conv():
         ((8, 3, 112, 112), (64, 3, 7, 7), dict(stride=2, padding=3), "direct"),
         ((16, 256, 16, 16), (64, 256, 1, 1), {}, "direct"),
         ((16, 64, 1024), (64, 64, 5), dict(padding=2), "direct"),
+        ((4, 16, 16, 16, 16), (16, 16, 3, 3, 3), dict(padding=1), "fft"),
+        # grouped and depthwise beyond the benchmark (measured: XLA's grouped convolution
+        # takes 0.8-6 s where the FFT takes 13-20 ms; 7x7 depthwise: FFT 13 ms, shift 26 ms)
+        ((16, 64, 32, 32), (64, 4, 3, 3), dict(padding=1, groups=16), "fft"),
+        ((16, 64, 32, 32), (128, 1, 3, 3), dict(padding=1, groups=64), "fft"),
+        ((16, 64, 32, 32), (64, 1, 7, 7), dict(padding=3, groups=64), "fft"),
+        ((8, 32, 64, 64), (32, 1, 5, 5), dict(padding=2, groups=32, stride=2), "shift"),
+        ((4, 16, 16, 16, 16), (16, 1, 3, 3, 3), dict(padding=1, groups=16), "shift"),
     ],
 )
 def test_cpu_cost_model_picks_the_benchmark_winners(x_shape, w_shape, kw, method):

@@ -6,13 +6,16 @@ positions, ``K`` kernel taps, ``F`` cells of the FFT grid, ``Fr ~ F/2`` of its r
 each method is charged ``seconds = flops / rate + bytes / bandwidth + fixed``:
 
 - ``direct``: ``flops = 3 * 2*N*O*Cg*P*K`` (forward, dL/dX, dL/dW: three convolutions of
-  the same size), run at the XLA convolution's ``rate``, which on CPU collapses for small
-  ``Cg * Og`` (grouped/depthwise: under 1 GFLOP/s) -- ``rate = dense * min(1, (Cg*Og / c0))``;
+  the same size) at the XLA convolution's ``rate``, which collapses for small ``Cg * Og``
+  (``rate = dense * min(1, Cg*Og / c0)``, floored at the depthwise rate) and for 3-D on CPU;
+  grouped, not depthwise, convolutions also pay ``5.6 us * G * N * P`` on CPU (XLA runs
+  each group separately); bytes: ``x``, ``y`` and ``W`` three times;
 - ``fft``: ``2 * (N*C + O*Cg + N*O)`` real FFTs of ``2.5 * F * log2(F)`` flops (x, W, Y
   forward; dY, dX, dW backward) plus three per-frequency contractions of
-  ``8 * N*G*Og*Cg*Fr`` flops; bytes are the complex spectra written and read;
-- ``shift``: ``3 * 2*N*O*Cg*P*K`` elementwise flops (fused multiply-adds of slices) plus
-  ``K`` passes over ``x`` and ``dY`` for the per-tap weight reductions.
+  ``8 * N*G*Og*Cg*Fr`` flops, each at its own rate; bytes: the complex spectra;
+- ``shift``: ``3 * 2*N*O*Cg*P*K`` flops of fused multiply-adds, bytes of one pass over ``x``,
+  ``y``, ``dY``, ``dX``; times ``1 + K/16`` (long sums spill), and beyond plain depthwise
+  (``Cg*Og > 1``) plus the materialised per-tap products and times 8.
 
 The constants in :data:`CALIBRATION` were measured with ``benchmarks/bench_methods.py``:
 ``"cpu"`` on the development machine's 2-core x86 CPU (XLA's grouped convolution at
@@ -56,13 +59,16 @@ CALIBRATION: dict[str, dict[str, float]] = {
         "direct_rank3": 0.1,  # 3-D convolutions run at a tenth of the 2-D rate
         "direct_bw": 1e9,
         "direct_fixed": 50e-6,
-        "fft_rate": 2.8e9,
-        "mix_rate": 5.6e9,
-        "fft_bw": 5.6e9,
+        "direct_group_cost": 5.6e-6,  # per group and output position, non-depthwise groups
+        "fft_rate": 8e9,  # real FFTs (ducc)
+        "mix_rate": 4e9,  # per-frequency complex contractions (small batched matmuls)
+        "fft_bw": 10e9,
         "fft_fixed": 400e-6,
-        "shift_rate": 10e9,
+        "shift_rate": 50e9,  # fused multiply-adds of slices
         "shift_bw": 20e9,
         "shift_fixed": 100e-6,
+        "shift_grouped_factor": 8.0,
+        "shift_taps0": 16.0,
     },
     "gpu": {
         # Measured on one H100 (jax 0.11, cuDNN): at the benchmark's sizes every method is
@@ -74,6 +80,7 @@ CALIBRATION: dict[str, dict[str, float]] = {
         "direct_rank3": 0.5,
         "direct_bw": 1e12,
         "direct_fixed": 300e-6,
+        "direct_group_cost": 0.0,
         "fft_rate": 10e12,
         "mix_rate": 30e12,
         "fft_bw": 2e12,
@@ -81,6 +88,8 @@ CALIBRATION: dict[str, dict[str, float]] = {
         "shift_rate": 20e12,
         "shift_bw": 2e12,
         "shift_fixed": 200e-6,
+        "shift_grouped_factor": 8.0,
+        "shift_taps0": 16.0,
     },
 }
 
@@ -149,13 +158,17 @@ def estimate(
     macs = n * cout * cg * p * k
     out = []
 
-    # direct: three convolutions; the XLA rate falls with the work per group.
+    # direct: three convolutions; the XLA rate falls with the work per group, and XLA's CPU
+    # backend pays a fixed cost per group and output position for grouped convolutions
+    # that are not plain depthwise (measured: 5.6 us * G * N * P, G = 8 .. 64).
     rate = max(c["direct_rate"] * min(1.0, cg * og / c["direct_c0"]), c["direct_min_rate"])
     if g.ndim >= 3:
         rate *= c["direct_rank3"]
     flops = 3 * 2 * macs
     bytes_ = 3 * item * (n * cin * s + n * cout * p + cout * cg * k)
     seconds = flops / rate + bytes_ / c["direct_bw"] + c["direct_fixed"]
+    if g.groups > 1 and cg * og > 1:
+        seconds += c["direct_group_cost"] * g.groups * n * p
     out.append(MethodCost("direct", flops, bytes_, seconds,
                           "XLA convolution" + ("" if rate >= c["direct_rate"] else
                                                f" at a grouped rate of {rate / 1e9:.2g} GFLOP/s")))
@@ -173,15 +186,20 @@ def estimate(
     out.append(MethodCost("fft", fft_flops + mix_flops, fbytes, None if fft_why else seconds,
                           fft_why or f"FFT grid {full} cells"))
 
-    # shift: elementwise products of K slices; K reductions for dW.
+    # shift: fused elementwise products of K slices; one K-output reduction for dW. Beyond
+    # plain depthwise (Cg = Og = 1) XLA materialises the (N, G, Og, Cg, P) product of every
+    # tap in all three passes and runs several times slower per flop (measured 8x and more).
     why = unsupported_reason("shift", g)
     flops = 3 * 2 * macs
-    # K passes over x and dY (dW) plus, per tap, the (N, G, Og, Cg, P) product when neither
-    # channel count is 1 (XLA then materialises it).
-    product = n * g.groups * og * cg * p if min(cg, og) > 1 else 0
-    bytes_ = item * (k * (n * cin * p + n * cout * p + 3 * product) + 2 * n * cin * s
-                     + 2 * n * cout * p)
-    seconds = None if why else flops / c["shift_rate"] + bytes_ / c["shift_bw"] + c["shift_fixed"]
+    product = 3 * k * n * g.groups * og * cg * p if cg * og > 1 else 0
+    bytes_ = item * (2 * n * cin * s + 3 * n * cout * p + product)
+    seconds = flops / c["shift_rate"] + bytes_ / c["shift_bw"] + c["shift_fixed"]
+    if cg * og > 1:
+        seconds *= c["shift_grouped_factor"]
+    # K-term sums and a K-output reduction spill registers and cache as K grows (measured:
+    # 3x3 -> 7x7 depthwise costs 17x, not 5.4x).
+    seconds *= 1 + k / c["shift_taps0"]
+    seconds = None if why else seconds
     out.append(MethodCost("shift", flops, bytes_, seconds, why or f"{k} shifted slices"))
     return tuple(out)
 
