@@ -293,12 +293,11 @@ def _max_pool_forward(x: jax.Array, geom: PoolGeometry) -> tuple[jax.Array, jax.
     """
     xp = _pad_spatial(x, geom, -jnp.inf)
     wdtype = _winner_dtype(geom.num_offsets)
-    y = winner = None
-    for code, offset in enumerate(window_offsets(geom.window)):
+    offsets = window_offsets(geom.window)
+    y = _window_slice(xp, geom, offsets[0])
+    winner = jnp.zeros(y.shape, wdtype)
+    for code, offset in enumerate(offsets[1:], start=1):
         v = _window_slice(xp, geom, offset)
-        if y is None:
-            y, winner = v, jnp.zeros(v.shape, wdtype)
-            continue
         take = (v > y) | (v != v)
         y = jnp.where(take, v, y)
         winner = jnp.where(take, jnp.asarray(code, wdtype), winner)
@@ -478,10 +477,10 @@ def _window_sum(x: jax.Array, geom: PoolGeometry) -> jax.Array:
                 shape.append(n)
         window_axes = tuple(a + i + 1 for i, a in enumerate(geom.spatial_axes))
         return jnp.sum(xp.reshape(shape), axis=window_axes)
-    total = None
-    for offset in window_offsets(geom.window):
-        v = _window_slice(xp, geom, offset)
-        total = v if total is None else total + v
+    offsets = window_offsets(geom.window)
+    total = _window_slice(xp, geom, offsets[0])
+    for offset in offsets[1:]:
+        total = total + _window_slice(xp, geom, offset)
     return total
 
 
@@ -728,7 +727,7 @@ def adaptive_avg_pool(
     Example:
       >>> import jax.numpy as jnp
       >>> adaptive_avg_pool(jnp.arange(5.).reshape(1, 1, 5), 2)
-      Array([[[1. , 3. ]]], dtype=float32)
+      Array([[[1., 3.]]], dtype=float32)
     """
     geom = _adaptive_geometry(x, output_size, channels_last)
     x = jnp.asarray(x)
@@ -835,12 +834,12 @@ def _adaptive_max_pool_forward(x: jax.Array, geom: AdaptiveGeometry):
     for i, axis in enumerate(geom.spatial_axes):
         valid_shape[axis] = geom.out_size[i]
     valid_shape[-1] = k
-    valid = jnp.asarray(valid.reshape(geom.out_size + (k,)).reshape(valid_shape))
+    valid_mask = jnp.asarray(valid.reshape(geom.out_size + (k,)).reshape(valid_shape))
 
     y = jnp.max(flat, axis=-1)
     is_nan = flat != flat
     last_nan = (k - 1) - jnp.argmax(is_nan[..., ::-1], axis=-1)
-    first_max = jnp.argmax((flat == y[..., None]) & valid, axis=-1)
+    first_max = jnp.argmax((flat == y[..., None]) & valid_mask, axis=-1)
     wdtype = _winner_dtype(k)
     winner = jnp.where(jnp.any(is_nan, axis=-1), last_nan, first_max).astype(wdtype)
     return y, winner
@@ -936,8 +935,11 @@ def max_unpool(
         )
     out_size = normalize_tuple(output_size, rank, "output_size", minimum=1)
     plane = math.prod(out_size)
-    if not isinstance(indices, jax.core.Tracer):
+    try:  # concrete indices are checked here; traced ones cannot be (see above)
         concrete = np.asarray(indices)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        concrete = None
+    if concrete is not None:
         if concrete.size and (concrete.min() < 0 or concrete.max() >= plane):
             raise ValueError(
                 f"`indices` must lie in [0, {plane}) for output_size={out_size}, got values "

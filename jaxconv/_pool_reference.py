@@ -315,7 +315,7 @@ def lp_pool_grad_reference(
             sv = sums[(b, c) + o]
             if sv == 0:
                 continue
-            g = dy[(b, c) + o] * K / len(inside) * _root(np.float64(sv), 1.0 / p - 1.0)
+            g = dy[(b, c) + o] * K / len(inside) * _root(np.asarray(sv), 1.0 / p - 1.0)
             for q in inside:
                 dx[(b, c) + q] += g * xp1[(b, c) + q]
     return _restore(dx, channels_last)

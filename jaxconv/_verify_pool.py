@@ -41,7 +41,7 @@ POOL_OPS: tuple[str, ...] = (
 # lp_pool is smooth (truncation ~ step^2). Round-off ~ 1e-16 |L| / step stays ~1e-8.
 FD_STEP = 1e-7
 FD_TOLERANCE = 1e-6
-_FAST_COMPILE = {"xla_backend_optimization_level": 0}
+_FAST_COMPILE: dict[str, Any] = {"xla_backend_optimization_level": 0}
 
 
 # ------------------------------------------------------------------ lax references
@@ -199,16 +199,17 @@ def _compiled(op: str, index: int, dtype: str, which: str, shapes: tuple) -> Cal
         def f(y, idx):
             return max_unpool(y, idx, size, **kw)
 
-        def both(y, idx, ct):
+        def unpool_both(y, idx, ct):
             out, pullback = jax.vjp(lambda v: f(v, idx), y)
             return out, pullback(ct)[0]
 
-        spec = [
+        specs = [
             jax.ShapeDtypeStruct(s, d) for s, d in zip(shapes[:2], (dtype, "int32"), strict=True)
         ]
-        out = jax.eval_shape(f, *spec)
-        return _compile(both, *spec, jax.ShapeDtypeStruct(out.shape, dtype))
-    fn = _OURS[op] if which == "ours" else {"max_pool": lax_max_pool, "avg_pool": lax_avg_pool}[op]
+        out = jax.eval_shape(f, *specs)
+        return _compile(unpool_both, *specs, jax.ShapeDtypeStruct(out.shape, dtype))
+    lax_refs: dict[str, Callable[..., Any]] = {"max_pool": lax_max_pool, "avg_pool": lax_avg_pool}
+    fn = _OURS[op] if which == "ours" else lax_refs[op]
 
     def g(x):
         return fn(x, **kwargs)
