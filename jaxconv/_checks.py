@@ -29,9 +29,7 @@ def _as_int(value: Any, name: str) -> int:
     try:
         return operator.index(value)
     except TypeError:
-        raise TypeError(
-            f"`{name}` must be an int or a sequence of ints, got {value!r}"
-        ) from None
+        raise TypeError(f"`{name}` must be an int or a sequence of ints, got {value!r}") from None
 
 
 def check_int(value: Any, name: str, *, minimum: int | None = None) -> int:
@@ -67,7 +65,7 @@ def normalize_tuple(
 
 
 def normalize_pairs(value: Any, n: int, name: str) -> tuple[tuple[int, int], ...]:
-    """Padding as ``n`` non-negative ``(low, high)`` pairs from an int, ``n`` ints or ``n`` pairs."""
+    """``n`` non-negative ``(low, high)`` pairs from an int, ``n`` ints or ``n`` pairs."""
     if isinstance(value, Sequence) and not isinstance(value, str | bytes):
         items = tuple(value)
         if len(items) != n:

@@ -57,8 +57,13 @@ def _verify(args: argparse.Namespace) -> int:
     results = []
     start = time.perf_counter()
     with Progress(
-        TextColumn("[bold]verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.description}"), console=console, transient=False,
+        TextColumn("[bold]verify"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=False,
     ) as progress:
         task = progress.add_task("", total=len(ops))
         for res in sweep(args.seed, args.examples, workers=max(1, args.workers)):
@@ -73,7 +78,9 @@ def _verify(args: argparse.Namespace) -> int:
 
     order = list(dict.fromkeys(ops))
     dtypes = ["float64", "float32"]
-    table = Table(title=f"jaxconv verify — seed {args.seed}, {len(results)} configurations, {elapsed:.1f} s")
+    table = Table(
+        title=f"jaxconv verify — seed {args.seed}, {len(results)} configurations, {elapsed:.1f} s"
+    )
     table.add_column("op")
     table.add_column("configs", justify="right")
     for d in dtypes:
@@ -83,9 +90,7 @@ def _verify(args: argparse.Namespace) -> int:
     summary = []
     for op in order:
         rs = [r for r in results if r.op == op]
-        worst = {
-            d: max((r.rel_err[d] for r in rs if d in r.rel_err), default=None) for d in dtypes
-        }
+        worst = {d: max((r.rel_err[d] for r in rs if d in r.rel_err), default=None) for d in dtypes}
         fds = [r.fd_rel_err for r in rs if r.fd_rel_err is not None]
         worst_fd = max(fds) if fds else None
         ok = all(r.passed for r in rs)
@@ -103,11 +108,20 @@ def _verify(args: argparse.Namespace) -> int:
         with open(args.json, "w") as fh:
             json.dump(
                 dict(
-                    seed=args.seed, examples=len(results), seconds=elapsed, failed=failed,
+                    seed=args.seed,
+                    examples=len(results),
+                    seconds=elapsed,
+                    failed=failed,
                     summary=summary,
                     results=[
-                        dict(op=r.op, config=r.config, rel_err=r.rel_err, fd_rel_err=r.fd_rel_err,
-                             passed=r.passed, seconds=r.seconds)
+                        dict(
+                            op=r.op,
+                            config=r.config,
+                            rel_err=r.rel_err,
+                            fd_rel_err=r.fd_rel_err,
+                            passed=r.passed,
+                            seconds=r.seconds,
+                        )
                         for r in results
                     ],
                 ),

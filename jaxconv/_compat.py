@@ -16,6 +16,7 @@ def enable_x64(enabled: bool = True) -> Iterator[None]:
     ctx = getattr(jax, "enable_x64", None)
     if ctx is None:  # jax < 0.8 kept it in jax.experimental
         from jax.experimental import enable_x64 as ctx  # type: ignore[no-redef]
+
         cm = ctx() if enabled else contextlib.nullcontext()
     else:
         cm = ctx(enabled)

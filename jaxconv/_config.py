@@ -108,9 +108,7 @@ def canonical_preferred(preferred_element_type: Any) -> np.dtype | None:
     return dtype
 
 
-def check_conv_arrays(
-    x: Any, w: Any, bias: Any, *, x_name: str = "x", w_name: str = "w"
-) -> int:
+def check_conv_arrays(x: Any, w: Any, bias: Any, *, x_name: str = "x", w_name: str = "w") -> int:
     """Dtype and rank checks shared by conv and conv_transpose; returns the spatial rank."""
     check_float_array(x, x_name)
     check_float_array(w, w_name)
@@ -192,7 +190,9 @@ def conv_config(
     dilations = normalize_tuple(dilation, nd, "dilation", minimum=1)
     groups = check_groups(groups, c_in, c_in_g, c_out, x_name=x_name, w_name=w_name)
     if any(k < 1 for k in kernel):
-        raise ValueError(f"`{w_name}` must have every spatial size >= 1, got shape {tuple(w_shape)}")
+        raise ValueError(
+            f"`{w_name}` must have every spatial size >= 1, got shape {tuple(w_shape)}"
+        )
     pairs = _resolve(padding, spatial, kernel, strides, dilations)
     check_kernel_fits(spatial, kernel, pairs, dilations)
     check_choice(method, "method", METHODS)
@@ -211,7 +211,9 @@ def conv_config(
     return cfg, pairs
 
 
-def output_shape(x_shape: Sequence[int], w_shape: Sequence[int], cfg: ConvConfig) -> tuple[int, ...]:
+def output_shape(
+    x_shape: Sequence[int], w_shape: Sequence[int], cfg: ConvConfig
+) -> tuple[int, ...]:
     """Full output shape (in the config's layout) of the convolution ``cfg`` describes."""
     lhs_spec, rhs_spec, out_spec = cfg.dimension_numbers
     spatial = [x_shape[d] for d in lhs_spec[2:]]
@@ -219,8 +221,13 @@ def output_shape(x_shape: Sequence[int], w_shape: Sequence[int], cfg: ConvConfig
     out_sp = [
         conv_output_size(i, k, s, p, d, ld)
         for i, k, s, p, d, ld in zip(
-            spatial, kernel, cfg.window_strides, cfg.padding, cfg.rhs_dilation,
-            cfg.lhs_dilation, strict=True,
+            spatial,
+            kernel,
+            cfg.window_strides,
+            cfg.padding,
+            cfg.rhs_dilation,
+            cfg.lhs_dilation,
+            strict=True,
         )
     ]
     out = [0] * len(x_shape)

@@ -151,8 +151,16 @@ def conv(
     _, _, spatial, c_out, _, _ = split_shapes(x.shape, w.shape, bool(channels_last))
     _check_bias(bias, c_out)
     cfg, pairs = conv_config(
-        x.shape, w.shape, stride=stride, padding=padding, dilation=dilation, groups=groups,
-        flip=flip, channels_last=channels_last, method=method, precision=precision,
+        x.shape,
+        w.shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        flip=flip,
+        channels_last=channels_last,
+        method=method,
+        precision=precision,
         preferred_element_type=preferred_element_type,
     )
     check_mode_padding(padding_mode, pairs, spatial)

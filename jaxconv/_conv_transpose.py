@@ -1,4 +1,4 @@
-"""``jaxconv.conv_transpose``: PyTorch's transposed convolution, i.e. ``conv_input_grad`` as a layer.
+"""``jaxconv.conv_transpose``: PyTorch's transposed convolution, ``conv_input_grad`` as a layer.
 
 A transposed convolution *is* the input-gradient map of the convolution it transposes, so
 its forward is ``input_grad`` and its VJP is the forward convolution (for ``x``) plus the
@@ -157,7 +157,9 @@ def conv_transpose(
             )
     out_spatial = tuple(
         conv_transpose_output_size(i, k, s, p, d, op)
-        for i, k, s, p, d, op in zip(spatial, kernel, strides, pairs, dilations, out_pad, strict=True)
+        for i, k, s, p, d, op in zip(
+            spatial, kernel, strides, pairs, dilations, out_pad, strict=True
+        )
     )
     if any(o < 1 for o in out_spatial):
         raise ValueError(

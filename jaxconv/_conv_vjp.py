@@ -25,12 +25,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jax.typing import ArrayLike
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.typing import ArrayLike
 
 from ._config import ConvConfig
 from ._shapes import vjp_lhs_padding, vjp_rhs_padding
@@ -77,7 +76,9 @@ def _cast(x: jax.Array, dtype: Any) -> jax.Array:
     return x if x.dtype == dtype else x.astype(dtype)
 
 
-def input_grad(dy: jax.Array, w: jax.Array, input_shape: Sequence[int], cfg: ConvConfig) -> jax.Array:
+def input_grad(
+    dy: jax.Array, w: jax.Array, input_shape: Sequence[int], cfg: ConvConfig
+) -> jax.Array:
     """dL/dX: ``dy`` (stride-dilated) correlated with the spatially flipped, IO-swapped kernel."""
     lhs_spec, rhs_spec, out_spec = cfg.dimension_numbers
     out_dtype = w.dtype  # x shares w's dtype (checked by every public wrapper)
@@ -119,7 +120,9 @@ def input_grad(dy: jax.Array, w: jax.Array, input_shape: Sequence[int], cfg: Con
     return dx
 
 
-def weight_grad(x: jax.Array, dy: jax.Array, weight_shape: Sequence[int], cfg: ConvConfig) -> jax.Array:
+def weight_grad(
+    x: jax.Array, dy: jax.Array, weight_shape: Sequence[int], cfg: ConvConfig
+) -> jax.Array:
     """dL/dW: ``x`` correlated with ``dy`` (dilated by the stride), summed over the batch."""
     lhs_spec, rhs_spec, out_spec = cfg.dimension_numbers
     out_dtype = x.dtype
@@ -193,9 +196,17 @@ def _grad_config(
             f"(>= 3), got {tuple(input_shape)}, {tuple(weight_shape)} and {tuple(dy_shape)}"
         )
     cfg, _ = conv_config(
-        tuple(input_shape), tuple(weight_shape), stride=stride, padding=padding,
-        dilation=dilation, groups=groups, flip=flip, channels_last=channels_last,
-        precision=precision, x_name=name_in, w_name="weight_shape",
+        tuple(input_shape),
+        tuple(weight_shape),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        flip=flip,
+        channels_last=channels_last,
+        precision=precision,
+        x_name=name_in,
+        w_name="weight_shape",
     )
     expected = output_shape(tuple(input_shape), tuple(weight_shape), cfg)
     if tuple(dy_shape) != expected:
@@ -251,8 +262,16 @@ def conv_input_grad(
     dy, w = jnp.asarray(dy), jnp.asarray(w)
     input_shape = tuple(input_shape)
     cfg = _grad_config(
-        "input_shape", input_shape, w.shape, dy.shape, stride=stride, padding=padding,
-        dilation=dilation, groups=groups, flip=flip, channels_last=channels_last,
+        "input_shape",
+        input_shape,
+        w.shape,
+        dy.shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        flip=flip,
+        channels_last=channels_last,
         precision=precision,
     )
     return input_grad(dy, w, input_shape, cfg)
@@ -305,8 +324,16 @@ def conv_weight_grad(
     x, dy = jnp.asarray(x), jnp.asarray(dy)
     weight_shape = tuple(weight_shape)
     cfg = _grad_config(
-        "x", x.shape, weight_shape, dy.shape, stride=stride, padding=padding,
-        dilation=dilation, groups=groups, flip=flip, channels_last=channels_last,
+        "x",
+        x.shape,
+        weight_shape,
+        dy.shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        flip=flip,
+        channels_last=channels_last,
         precision=precision,
     )
     return weight_grad(x, dy, weight_shape, cfg)

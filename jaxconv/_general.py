@@ -108,7 +108,8 @@ def conv_general_dilated(
         mode = padding.upper()
         if mode not in ("SAME", "SAME_LOWER", "VALID"):
             raise ValueError(
-                f"`padding` must be 'SAME', 'SAME_LOWER', 'VALID' or (low, high) pairs, got {padding!r}"
+                "`padding` must be 'SAME', 'SAME_LOWER', 'VALID' or (low, high) pairs, got "
+                f"{padding!r}"
             )
         if any(d != 1 for d in lhs_dil):
             raise ValueError(
@@ -147,7 +148,9 @@ def conv_general_dilated(
             f"`batch_group_count` ({bgc}) must divide the batch size of `lhs` "
             f"({lhs.shape[lhs_spec[0]]})"
         )
-    padded = [dilate_dim(i, ld) + lo + hi for i, ld, (lo, hi) in zip(spatial, lhs_dil, pairs, strict=True)]
+    padded = [
+        dilate_dim(i, ld) + lo + hi for i, ld, (lo, hi) in zip(spatial, lhs_dil, pairs, strict=True)
+    ]
     if any(p < 0 for p in padded):
         raise ValueError(f"`padding` {pairs} crops more than the whole input {spatial}")
     check_kernel_fits(spatial, kernel, pairs, rhs_dil, lhs_dil)

@@ -47,7 +47,9 @@ def conv_output_size(
     return 0 if span < 0 else span // stride + 1
 
 
-def same_padding(size: int, kernel_span: int, stride: int, *, lower: bool = False) -> tuple[int, int]:
+def same_padding(
+    size: int, kernel_span: int, stride: int, *, lower: bool = False
+) -> tuple[int, int]:
     """XLA/TensorFlow ``SAME``: output ``ceil(size / stride)``; the odd cell goes high
     (``lower=False``) or low (``lower=True``, ONNX's ``SAME_LOWER``)."""
     out = -(-size // stride)
@@ -171,19 +173,22 @@ def check_kernel_fits(
     ):
         padded = dilate_dim(i, ld) + lo + hi
         if dilate_dim(k, d) > padded:
+            spans = tuple(map(dilate_dim, kernel_shape, dilation))
+            padded_shape = tuple(
+                dilate_dim(ii, ll) + p + q
+                for ii, ll, (p, q) in zip(input_shape, lhs_dilation, pairs, strict=True)
+            )
             raise ValueError(
                 "the dilated kernel must fit in the padded input in every spatial dimension: "
                 f"`w` spatial shape {tuple(kernel_shape)} with `dilation` {tuple(dilation)} spans "
-                f"{tuple(dilate_dim(kk, dd) for kk, dd in zip(kernel_shape, dilation, strict=True))}"
-                f", but the padded input is "
-                f"{tuple(dilate_dim(ii, ll) + p + q for ii, ll, (p, q) in zip(input_shape, lhs_dilation, pairs, strict=True))}"
+                f"{spans}, but the padded input is {padded_shape}"
             )
 
 
 def conv_transpose_output_size(
     size: int, kernel: int, stride: int, pad: tuple[int, int], dilation: int, output_padding: int
 ) -> int:
-    """PyTorch's transposed-convolution length ``(L-1)S - lo - hi + D(K-1) + output_padding + 1``."""
+    """PyTorch's transposed-convolution length ``(L-1)S - lo - hi + D(K-1) + out_pad + 1``."""
     return (size - 1) * stride - pad[0] - pad[1] + dilate_dim(kernel, dilation) + output_padding
 
 

@@ -49,7 +49,9 @@ class CaseResult:
     seconds: float = 0.0
 
 
-def _sample_conv(rng: np.random.Generator, *, modes: tuple[str, ...] = ("zeros",)) -> dict[str, Any]:
+def _sample_conv(
+    rng: np.random.Generator, *, modes: tuple[str, ...] = ("zeros",)
+) -> dict[str, Any]:
     nd = int(rng.integers(1, 4))
     kernel = [int(rng.integers(1, 4 if nd < 3 else 3)) for _ in range(nd)]
     dilation = [int(rng.integers(1, 3)) for _ in range(nd)]
@@ -70,11 +72,21 @@ def _sample_conv(rng: np.random.Generator, *, modes: tuple[str, ...] = ("zeros",
     groups = int(rng.integers(1, 4))
     c_in_g, c_out_g, batch = (int(v) for v in rng.integers(1, 3, size=3))
     return dict(
-        nd=nd, kernel=kernel, spatial=spatial, groups=groups, c_in=c_in_g * groups,
-        c_out=c_out_g * groups, c_in_g=c_in_g, batch=batch,
+        nd=nd,
+        kernel=kernel,
+        spatial=spatial,
+        groups=groups,
+        c_in=c_in_g * groups,
+        c_out=c_out_g * groups,
+        c_in_g=c_in_g,
+        batch=batch,
         kwargs=dict(
-            stride=tuple(stride), padding=padding, dilation=tuple(dilation), groups=groups,
-            flip=bool(rng.integers(0, 2)), channels_last=bool(rng.integers(0, 2)),
+            stride=tuple(stride),
+            padding=padding,
+            dilation=tuple(dilation),
+            groups=groups,
+            flip=bool(rng.integers(0, 2)),
+            channels_last=bool(rng.integers(0, 2)),
         ),
         mode=mode,
     )
@@ -105,13 +117,21 @@ def _lax_conv(x, w, b=None, **kw):
         full = [(0, 0)] * x.ndim
         for d, pr in zip(dn.lhs_spec[2:], pairs, strict=True):
             full[d] = pr
-        x = jnp.pad(x, full, mode={"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode])
+        x = jnp.pad(
+            x, full, mode={"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode]
+        )
         pairs = ((0, 0),) * nd
     if kw.get("flip", False):
         w = lax.rev(w, dn.rhs_spec[2:])
     y = lax.conv_general_dilated(
-        x, w, kw["stride"], pairs, rhs_dilation=kw["dilation"], dimension_numbers=dn,
-        feature_group_count=kw.get("groups", 1), precision=lax.Precision.HIGHEST,
+        x,
+        w,
+        kw["stride"],
+        pairs,
+        rhs_dilation=kw["dilation"],
+        dimension_numbers=dn,
+        feature_group_count=kw.get("groups", 1),
+        precision=lax.Precision.HIGHEST,
     )
     if b is not None:
         shape = [1] * y.ndim
@@ -141,7 +161,11 @@ def _case(op: str, rng: np.random.Generator):
         c = _sample_conv(rng)
         kw = c["kwargs"]
         xs, ws = _shapes_of(c)
-        ys = jax.eval_shape(lambda x, w: _lax_conv(x, w, **kw), jax.ShapeDtypeStruct(xs, jnp.float32), jax.ShapeDtypeStruct(ws, jnp.float32)).shape
+        ys = jax.eval_shape(
+            lambda x, w: _lax_conv(x, w, **kw),
+            jax.ShapeDtypeStruct(xs, jnp.float32),
+            jax.ShapeDtypeStruct(ws, jnp.float32),
+        ).shape
 
         def lax_vjp(x, w, dy):
             return jax.vjp(lambda x, w: _lax_conv(x, w, **kw), x, w)[1](dy)
@@ -162,15 +186,31 @@ def _case(op: str, rng: np.random.Generator):
     if op == "conv_transpose":
         c = _sample_conv(rng)
         kw = {k: c["kwargs"][k] for k in ("stride", "dilation", "groups", "channels_last")}
-        pairs = padding_pairs(c["kwargs"]["padding"], c["spatial"], c["kernel"], kw["stride"], kw["dilation"])
+        pairs = padding_pairs(
+            c["kwargs"]["padding"], c["spatial"], c["kernel"], kw["stride"], kw["dilation"]
+        )
         kw["padding"] = pairs
         xs, ws = _shapes_of(c)
-        spatial_out = conv_output_shape(c["spatial"], c["kernel"], kw["stride"], pairs, kw["dilation"])
+        spatial_out = conv_output_shape(
+            c["spatial"], c["kernel"], kw["stride"], pairs, kw["dilation"]
+        )
         op_pad = tuple(
             i - conv_transpose_output_size(o, k, s, p, d, 0)
-            for i, o, k, s, p, d in zip(c["spatial"], spatial_out, c["kernel"], kw["stride"], pairs, kw["dilation"], strict=True)
+            for i, o, k, s, p, d in zip(
+                c["spatial"],
+                spatial_out,
+                c["kernel"],
+                kw["stride"],
+                pairs,
+                kw["dilation"],
+                strict=True,
+            )
         )
-        ys = jax.eval_shape(lambda x, w: _lax_conv(x, w, **kw), jax.ShapeDtypeStruct(xs, jnp.float32), jax.ShapeDtypeStruct(ws, jnp.float32)).shape
+        ys = jax.eval_shape(
+            lambda x, w: _lax_conv(x, w, **kw),
+            jax.ShapeDtypeStruct(xs, jnp.float32),
+            jax.ShapeDtypeStruct(ws, jnp.float32),
+        ).shape
 
         def ref(dy, w, b):
             z = jax.vjp(lambda x: _lax_conv(x, w, **kw), jnp.zeros(xs, dy.dtype))[1](dy)[0]
@@ -188,7 +228,9 @@ def _case(op: str, rng: np.random.Generator):
         c = _sample_conv(rng)
         nd = c["nd"]
         lhs_dil = tuple(int(v) for v in rng.integers(1, 3, size=nd))
-        spans = [dilate_dim(k, d) for k, d in zip(c["kernel"], c["kwargs"]["dilation"], strict=True)]
+        spans = [
+            dilate_dim(k, d) for k, d in zip(c["kernel"], c["kwargs"]["dilation"], strict=True)
+        ]
         pads = [(int(rng.integers(-1, s + 1)), int(rng.integers(-1, s + 1))) for s in spans]
         spatial = [
             max(2, -(-(s - lo - hi + 2 * ld) // ld)) + int(rng.integers(0, 3))
@@ -197,13 +239,17 @@ def _case(op: str, rng: np.random.Generator):
         letters = "DHW"[-nd:]
         layout = (
             ("N" + letters + "C", letters + "IO", "N" + letters + "C")
-            if c["kwargs"]["channels_last"] else ("NC" + letters, "OI" + letters, "NC" + letters)
+            if c["kwargs"]["channels_last"]
+            else ("NC" + letters, "OI" + letters, "NC" + letters)
         )
         c["spatial"] = spatial
         xs, ws = _shapes_of(c)
         kw = dict(
-            window_strides=c["kwargs"]["stride"], padding=pads, lhs_dilation=lhs_dil,
-            rhs_dilation=c["kwargs"]["dilation"], dimension_numbers=layout,
+            window_strides=c["kwargs"]["stride"],
+            padding=pads,
+            lhs_dilation=lhs_dil,
+            rhs_dilation=c["kwargs"]["dilation"],
+            dimension_numbers=layout,
             feature_group_count=c["groups"],
         )
         return (
@@ -277,19 +323,26 @@ def run_case(op: str, rng: np.random.Generator, *, float32: bool = True) -> Case
                 # <grad, u> against (L(a + eps u) - L(a - eps u)) / 2 eps with L = <f(a), ct>;
                 # the compiled function is reused (same shapes), so this compiles nothing.
                 dirs = [r.standard_normal(s) for s in shapes]
-                y_plus = jax.device_get(run(ct, *[a + FD_STEP * u for a, u in zip(host, dirs, strict=True)])[0])
-                y_minus = jax.device_get(run(ct, *[a - FD_STEP * u for a, u in zip(host, dirs, strict=True)])[0])
+                y_plus = jax.device_get(
+                    run(ct, *[a + FD_STEP * u for a, u in zip(host, dirs, strict=True)])[0]
+                )
+                y_minus = jax.device_get(
+                    run(ct, *[a - FD_STEP * u for a, u in zip(host, dirs, strict=True)])[0]
+                )
                 fd = float(np.vdot(y_plus - y_minus, ct)) / (2 * FD_STEP)
                 exact = sum(float(np.vdot(g, u)) for g, u in zip(grads, dirs, strict=True))
                 scale = sum(
-                    float(np.linalg.norm(g) * np.linalg.norm(u)) for g, u in zip(grads, dirs, strict=True)
+                    float(np.linalg.norm(g) * np.linalg.norm(u))
+                    for g, u in zip(grads, dirs, strict=True)
                 )
                 fd_err = abs(fd - exact) / max(scale, 1e-30)
                 passed &= fd_err <= FD_TOLERANCE
     return CaseResult(op, desc, errs, fd_err, bool(passed), time.perf_counter() - t0)
 
 
-def _pool_runner() -> tuple[tuple[str, ...], Callable[[str, np.random.Generator], dict[str, Any]]] | None:
+def _pool_runner() -> (
+    tuple[tuple[str, ...], Callable[[str, np.random.Generator], dict[str, Any]]] | None
+):
     try:
         from ._verify_pool import POOL_OPS, run_pool_case
     except ImportError:  # pragma: no cover - pooling not built
@@ -325,8 +378,11 @@ def _one(op: str, index: int, seed: int) -> CaseResult:
     t0 = time.perf_counter()
     d = runner[1](op, rng)
     return CaseResult(
-        op=d["op"], config=d["config"], rel_err={d["dtype"]: d["rel_err"]},
-        fd_rel_err=d.get("fd_rel_err"), passed=bool(d["passed"]),
+        op=d["op"],
+        config=d["config"],
+        rel_err={d["dtype"]: d["rel_err"]},
+        fd_rel_err=d.get("fd_rel_err"),
+        passed=bool(d["passed"]),
         seconds=time.perf_counter() - t0,
     )
 

@@ -45,9 +45,11 @@ def _taps(
 
 def _tap(w: np.ndarray, a: tuple[int, ...], flip: bool) -> np.ndarray:
     kernel = w.shape[2:]
-    return w[(slice(None), slice(None), *((k - 1 - t) for k, t in zip(kernel, a)))] if flip else w[
-        (slice(None), slice(None), *a)
-    ]
+    return (
+        w[(slice(None), slice(None), *((k - 1 - t) for k, t in zip(kernel, a, strict=True)))]
+        if flip
+        else w[(slice(None), slice(None), *a)]
+    )
 
 
 def conv(
@@ -117,7 +119,9 @@ def conv_input_grad(
         wa = _tap(w, a, flip)
         for g in range(groups):
             dys = dy[(slice(None), slice(g * og, (g + 1) * og), *i)]  # (N, C_out/g)
-            dx[(slice(None), slice(g * c_in_g, (g + 1) * c_in_g), *q)] += dys @ wa[g * og : (g + 1) * og]
+            dx[(slice(None), slice(g * c_in_g, (g + 1) * c_in_g), *q)] += (
+                dys @ wa[g * og : (g + 1) * og]
+            )
     return dx
 
 
@@ -142,7 +146,7 @@ def conv_weight_grad(
     dw = np.zeros(tuple(weight_shape))
     og = c_out // groups
     for i, a, q in _taps(spatial, kernel, stride, padding, dilation):
-        at = tuple((k - 1 - t) for k, t in zip(kernel, a)) if flip else a
+        at = tuple((k - 1 - t) for k, t in zip(kernel, a, strict=True)) if flip else a
         for g in range(groups):
             dys = dy[(slice(None), slice(g * og, (g + 1) * og), *i)]  # (N, C_out/g)
             xs = x[(slice(None), slice(g * c_in_g, (g + 1) * c_in_g), *q)]  # (N, C_in/g)

@@ -22,9 +22,7 @@ from jax import lax
 try:
     from hypothesis import strategies as st
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        'jaxconv.testing needs hypothesis: pip install "jaxconv[test]"'
-    ) from e
+    raise ImportError('jaxconv.testing needs hypothesis: pip install "jaxconv[test]"') from e
 
 from ._config import layout_numbers
 from ._shapes import dilate_dim, padding_pairs
@@ -64,7 +62,9 @@ class ConvCase:
         return x, w, b
 
 
-def random_array(rng: np.random.Generator, shape: Sequence[int], dtype: Any = np.float64) -> jax.Array:
+def random_array(
+    rng: np.random.Generator, shape: Sequence[int], dtype: Any = np.float64
+) -> jax.Array:
     """Standard-normal array of ``shape`` from ``rng``, as ``dtype``."""
     return jnp.asarray(rng.standard_normal(tuple(shape)), dtype=dtype)
 
@@ -94,7 +94,9 @@ def conv_cases(
     stride = tuple(draw(st.integers(1, max_stride)) for _ in range(nd))
     spans = [dilate_dim(k, d) for k, d in zip(kernel, dilation, strict=True)]
     mode = draw(st.sampled_from(tuple(padding_modes)))
-    forms = ["int", "per_dim", "pairs"] + (["VALID", "SAME", "SAME_LOWER", "FULL"] if allow_strings else [])
+    forms = ["int", "per_dim", "pairs"] + (
+        ["VALID", "SAME", "SAME_LOWER", "FULL"] if allow_strings else []
+    )
     form = draw(st.sampled_from(forms))
     if form == "int":
         padding: Any = draw(st.integers(0, max(spans) - 1 if max(spans) > 1 else 1))
@@ -148,7 +150,12 @@ def conv_cases(
 
 
 def lax_conv(
-    x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, precision: Any = lax.Precision.HIGHEST, **kwargs: Any
+    x: jax.Array,
+    w: jax.Array,
+    b: jax.Array | None = None,
+    *,
+    precision: Any = lax.Precision.HIGHEST,
+    **kwargs: Any,
 ) -> jax.Array:
     """The ``lax`` reference for :func:`jaxconv.conv` (``jnp.pad`` for non-zero padding modes,
     ``lax.rev`` for ``flip``), differentiated by JAX's own rules."""
@@ -170,13 +177,21 @@ def lax_conv(
         full = [(0, 0)] * x.ndim
         for d, pr in zip(dn.lhs_spec[2:], pairs, strict=True):
             full[d] = pr
-        x = jnp.pad(x, full, mode={"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode])
+        x = jnp.pad(
+            x, full, mode={"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode]
+        )
         pairs = ((0, 0),) * nd
     if flip:
         w = lax.rev(w, dn.rhs_spec[2:])
     y = lax.conv_general_dilated(
-        x, w, stride, pairs, rhs_dilation=dilation, dimension_numbers=dn,
-        feature_group_count=groups, precision=precision,
+        x,
+        w,
+        stride,
+        pairs,
+        rhs_dilation=dilation,
+        dimension_numbers=dn,
+        feature_group_count=groups,
+        precision=precision,
     )
     if b is not None:
         shape = [1] * y.ndim

@@ -22,9 +22,5 @@ _common = dict(
 # extend it rather than replace it.
 settings.register_profile("ci", settings.get_profile("ci"), max_examples=20, **_common)
 settings.register_profile("dev", max_examples=10, **_common)
-settings.register_profile(
-    "thorough", max_examples=300, derandomize=False, **_common
-)
-settings.load_profile(
-    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
-)
+settings.register_profile("thorough", max_examples=300, derandomize=False, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))

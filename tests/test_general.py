@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import jax
@@ -33,7 +34,7 @@ def general_cases(draw):
     lhs_dil = [draw(st.integers(1, 2)) for _ in range(nd)]
     strides = [draw(st.integers(1, 3)) for _ in range(nd)]
     use_string = draw(st.booleans()) and all(d == 1 for d in lhs_dil)
-    spans = [1 + d * (k - 1) for k, d in zip(kernel, rhs_dil)]
+    spans = [1 + d * (k - 1) for k, d in zip(kernel, rhs_dil, strict=True)]
     if use_string:
         padding = draw(st.sampled_from(["SAME", "VALID", "SAME_LOWER"]))
         spatial = [draw(st.integers(s, s + 4)) for s in spans]
@@ -41,7 +42,7 @@ def general_cases(draw):
         padding = [(draw(st.integers(-1, s)), draw(st.integers(-1, s))) for s in spans]
         spatial = [
             draw(st.integers(max(2, -(-(s - lo - hi + 2 * ld) // ld)), 6 + s))
-            for s, (lo, hi), ld in zip(spans, padding, lhs_dil)
+            for s, (lo, hi), ld in zip(spans, padding, lhs_dil, strict=True)
         ]
     groups_kind = draw(st.sampled_from(["none", "feature", "batch"]))
     g = 1 if groups_kind == "none" else draw(st.integers(2, 3))
@@ -49,11 +50,15 @@ def general_cases(draw):
     c_in_g, c_out_g = draw(st.integers(1, 2)), draw(st.integers(1, 2))
     batch = draw(st.integers(1, 2)) * bgc
     c_in, c_out = c_in_g * fgc, c_out_g * fgc * bgc
-    layout = draw(st.sampled_from(_LAYOUTS_2D if nd == 2 else [None, ("NWC", "WIO", "NWC"), ("NCW", "OIW", "NWC")]))
+    layout = draw(
+        st.sampled_from(
+            _LAYOUTS_2D if nd == 2 else [None, ("NWC", "WIO", "NWC"), ("NCW", "OIW", "NWC")]
+        )
+    )
     lhs_shape = {"N": batch, "C": c_in}
     rhs_shape = {"O": c_out, "I": c_in_g}
     letters = "HW" if nd == 2 else "W"
-    for ch, size, k in zip(letters, spatial, kernel):
+    for ch, size, k in zip(letters, spatial, kernel, strict=True):
         lhs_shape[ch], rhs_shape[ch] = size, k
     spec = layout or ("NC" + letters, "OI" + letters, "NC" + letters)
     kwargs = dict(
@@ -127,8 +132,16 @@ def test_second_derivatives_match_lax():
     ("kwargs", "exc", "match"),
     [
         (dict(padding="FULLISH"), ValueError, "`padding` must be 'SAME', 'SAME_LOWER', 'VALID'"),
-        (dict(padding=[(0, 0)]), ValueError, "one \\(low, high\\) pair per spatial dimension \\(2\\)"),
-        (dict(padding="SAME", lhs_dilation=(2, 1)), ValueError, "`padding` strings are not implemented with `lhs_dilation`"),
+        (
+            dict(padding=[(0, 0)]),
+            ValueError,
+            "one \\(low, high\\) pair per spatial dimension \\(2\\)",
+        ),
+        (
+            dict(padding="SAME", lhs_dilation=(2, 1)),
+            ValueError,
+            "`padding` strings are not implemented with `lhs_dilation`",
+        ),
         (dict(window_strides=(0, 1)), ValueError, "`window_strides` must be >= 1"),
         (dict(feature_group_count=3), ValueError, "`feature_group_count` \\(3\\) must divide"),
         (dict(out_sharding="x"), NotImplementedError, "`out_sharding` is not supported"),
@@ -144,14 +157,22 @@ def test_bad_input(kwargs, exc, match):
 
 def test_integer_arrays_refused():
     with pytest.raises(TypeError, match="`lhs` must have a floating dtype"):
-        jaxconv.conv_general_dilated(jnp.zeros((1, 1, 3), jnp.int32), jnp.zeros((1, 1, 2)), (1,), "VALID")
+        jaxconv.conv_general_dilated(
+            jnp.zeros((1, 1, 3), jnp.int32), jnp.zeros((1, 1, 2)), (1,), "VALID"
+        )
 
 
 def test_all_layout_permutations_1d():
     """Every order of N/C/W on lhs and of O/I/W on rhs (paired off) gives lax's gradients."""
     rng = np.random.default_rng(2)
-    base_x, base_k = random_array(rng, (2, 3, 7), np.float32), random_array(rng, (4, 3, 2), np.float32)
-    lhs_orders, rhs_orders = list(itertools.permutations("NCW")), list(itertools.permutations("OIW"))
+    base_x, base_k = (
+        random_array(rng, (2, 3, 7), np.float32),
+        random_array(rng, (4, 3, 2), np.float32),
+    )
+    lhs_orders, rhs_orders = (
+        list(itertools.permutations("NCW")),
+        list(itertools.permutations("OIW")),
+    )
     combos = [
         (lp, rhs_orders[(i + shift) % 6], op)
         for i, lp in enumerate(lhs_orders)
@@ -161,8 +182,14 @@ def test_all_layout_permutations_1d():
         lhs_spec, rhs_spec, out_spec = "".join(lp), "".join(rp), "".join(op)
         x = jnp.transpose(base_x, ["NCW".index(c) for c in lhs_spec])
         k = jnp.transpose(base_k, ["OIW".index(c) for c in rhs_spec])
-        kw = dict(window_strides=(1,), padding="SAME", dimension_numbers=(lhs_spec, rhs_spec, out_spec))
-        g1 = jax.grad(lambda x, k: jnp.sum(jaxconv.conv_general_dilated(x, k, **kw) ** 2), argnums=(0, 1))(x, k)
-        g2 = jax.grad(lambda x, k: jnp.sum(lax.conv_general_dilated(x, k, **kw) ** 2), argnums=(0, 1))(x, k)
-        for a, b in zip(g1, g2):
+        kw = dict(
+            window_strides=(1,), padding="SAME", dimension_numbers=(lhs_spec, rhs_spec, out_spec)
+        )
+
+        def loss(conv_fn, x, k, kw=kw):
+            return jnp.sum(conv_fn(x, k, **kw) ** 2)
+
+        g1 = jax.grad(functools.partial(loss, jaxconv.conv_general_dilated), (0, 1))(x, k)
+        g2 = jax.grad(functools.partial(loss, lax.conv_general_dilated), (0, 1))(x, k)
+        for a, b in zip(g1, g2, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -33,7 +33,9 @@ def test_reflect_by_hand():
 def test_adjoint_identity(mode, shape, data):
     """<pad(x), g> == <x, pad_adjoint(g)> for every mode and padding PyTorch allows."""
     limit = {"reflect": lambda s: s - 1, "replicate": lambda s: 4, "circular": lambda s: s}[mode]
-    pairs = tuple((data.draw(st.integers(0, limit(s))), data.draw(st.integers(0, limit(s)))) for s in shape)
+    pairs = tuple(
+        (data.draw(st.integers(0, limit(s))), data.draw(st.integers(0, limit(s)))) for s in shape
+    )
     axes = tuple(range(1, len(shape) + 1))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
     with enable_x64():
@@ -46,7 +48,9 @@ def test_adjoint_identity(mode, shape, data):
         jmode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode]
         full = [(0, 0), *pairs]
         ref = jax.vjp(lambda x: jnp.pad(x, full, mode=jmode), x)[1](g)[0]
-        np.testing.assert_allclose(jax.vjp(lambda x: pad(x, mode, axes, pairs), x)[1](g)[0], ref, atol=1e-12)
+        np.testing.assert_allclose(
+            jax.vjp(lambda x: pad(x, mode, axes, pairs), x)[1](g)[0], ref, atol=1e-12
+        )
 
 
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])

@@ -30,7 +30,13 @@ def test_lecture_formula():
     assert conv_output_shape((10,), (3,), dilation=2) == (10 - (2 * 2 + 1) + 1,)
 
 
-@given(size=dims, kernel=small, stride=small, dilation=st.integers(1, 3), mode=st.sampled_from(["SAME", "VALID", "SAME_LOWER"]))
+@given(
+    size=dims,
+    kernel=small,
+    stride=small,
+    dilation=st.integers(1, 3),
+    mode=st.sampled_from(["SAME", "VALID", "SAME_LOWER"]),
+)
 def test_string_padding_matches_lax(size, kernel, stride, dilation, mode):
     span = dilate_dim(kernel, dilation)
     assert padding_pairs(mode, (size,), (kernel,), stride, dilation) == tuple(
@@ -40,10 +46,10 @@ def test_string_padding_matches_lax(size, kernel, stride, dilation, mode):
 
 @given(size=dims, kernel=small, stride=small, dilation=st.integers(1, 3))
 def test_same_keeps_ceil_size_and_full_is_full(size, kernel, stride, dilation):
-    (lo, hi), = padding_pairs("SAME", (size,), (kernel,), stride, dilation)
+    ((lo, hi),) = padding_pairs("SAME", (size,), (kernel,), stride, dilation)
     assert hi - lo in (0, 1)
     assert conv_output_size(size, kernel, stride, (lo, hi), dilation) == -(-size // stride)
-    (llo, lhi), = padding_pairs("SAME_LOWER", (size,), (kernel,), stride, dilation)
+    ((llo, lhi),) = padding_pairs("SAME_LOWER", (size,), (kernel,), stride, dilation)
     assert (llo, lhi) == (hi, lo)
     span = dilate_dim(kernel, dilation)
     assert padding_pairs("FULL", (size,), (kernel,), stride, dilation) == ((span - 1, span - 1),)
@@ -51,31 +57,52 @@ def test_same_keeps_ceil_size_and_full_is_full(size, kernel, stride, dilation):
     assert conv_output_size(size, kernel, 1, (span - 1, span - 1), dilation) == size + span - 1
 
 
-@given(size=dims, kernel=small, stride=small, dilation=st.integers(1, 3), lo=st.integers(0, 5), hi=st.integers(0, 5))
+@given(
+    size=dims,
+    kernel=small,
+    stride=small,
+    dilation=st.integers(1, 3),
+    lo=st.integers(0, 5),
+    hi=st.integers(0, 5),
+)
 def test_output_size_matches_lax(size, kernel, stride, dilation, lo, hi):
     span = dilate_dim(kernel, dilation)
     if size + lo + hi < span:
         assert conv_output_size(size, kernel, stride, (lo, hi), dilation) == 0
         return
     out = jax.eval_shape(
-        lambda x, w: lax.conv_general_dilated(x, w, (stride,), [(lo, hi)], rhs_dilation=(dilation,)),
+        lambda x, w: lax.conv_general_dilated(
+            x, w, (stride,), [(lo, hi)], rhs_dilation=(dilation,)
+        ),
         jax.ShapeDtypeStruct((1, 1, size), jnp.float32),
         jax.ShapeDtypeStruct((1, 1, kernel), jnp.float32),
     )
     assert conv_output_size(size, kernel, stride, (lo, hi), dilation) == out.shape[-1]
 
 
-@given(size=dims, kernel=small, stride=small, dilation=st.integers(1, 3), lo=st.integers(0, 5), hi=st.integers(0, 5), ld=st.integers(1, 3))
+@given(
+    size=dims,
+    kernel=small,
+    stride=small,
+    dilation=st.integers(1, 3),
+    lo=st.integers(0, 5),
+    hi=st.integers(0, 5),
+    ld=st.integers(1, 3),
+)
 def test_vjp_paddings_restore_the_shapes(size, kernel, stride, dilation, lo, hi, ld):
     """The input-gradient conv returns exactly the input's length; the weight-gradient conv
     exactly the kernel's."""
     out = conv_output_size(size, kernel, stride, (lo, hi), dilation, ld)
     if out == 0:
         return
-    (blo, bhi), = vjp_lhs_padding((size,), (kernel,), (stride,), (out,), ((lo, hi),), (ld,), (dilation,))
+    ((blo, bhi),) = vjp_lhs_padding(
+        (size,), (kernel,), (stride,), (out,), ((lo, hi),), (ld,), (dilation,)
+    )
     # dY dilated by the stride, padded, correlated with the dilated kernel, stepping by ld
     assert conv_output_size(out, kernel, ld, (blo, bhi), dilation, stride) == size
-    (wlo, whi), = vjp_rhs_padding((size,), (kernel,), (stride,), (out,), ((lo, hi),), (ld,), (dilation,))
+    ((wlo, whi),) = vjp_rhs_padding(
+        (size,), (kernel,), (stride,), (out,), ((lo, hi),), (ld,), (dilation,)
+    )
     assert conv_output_size(size, out, dilation, (wlo, whi), stride, ld) == kernel
 
 
@@ -93,7 +120,11 @@ def test_conv_transpose_size_inverts_conv_size(size, kernel, stride, dilation, p
     [
         (("SAMEISH", (5,), (3,)), ValueError, "`padding` must be one of 'VALID', 'SAME'"),
         ((-1, (5,), (3,)), ValueError, "`padding` must be >= 0 in every dimension, got -1"),
-        (((1, 2), (5,), (3,)), ValueError, "`padding` must be an int, 1 ints, or 1 \\(low, high\\) pairs"),
+        (
+            ((1, 2), (5,), (3,)),
+            ValueError,
+            "`padding` must be an int, 1 ints, or 1 \\(low, high\\) pairs",
+        ),
         ((0, (5, 5), (3,)), ValueError, "`input_shape` must have one size per kernel dimension"),
         ((0, (5,), (3,), 0), ValueError, "`stride` must be >= 1 in every dimension, got 0"),
         ((1.5, (5,), (3,)), TypeError, "`padding` must be an int or a sequence of ints, got 1.5"),

@@ -32,7 +32,11 @@ def _torch_conv(x, w, b, *, stride, padding, dilation, groups, padding_mode, fli
     return fn(x, w, b, stride=stride, dilation=dilation, groups=groups)
 
 
-@given(conv_cases(padding_modes=("zeros", "reflect", "replicate", "circular"), allow_channels_last=False))
+@given(
+    conv_cases(
+        padding_modes=("zeros", "reflect", "replicate", "circular"), allow_channels_last=False
+    )
+)
 def test_conv_and_grads_match_torch(case: ConvCase):
     with enable_x64():
         x, w, b = case.arrays(np.float64)
@@ -82,7 +86,7 @@ def test_conv_transpose_matches_torch(nd, stride, dilation, kernel, pad, groups,
             *(jax.numpy.asarray(a) for a in (x, w, b)),
         )
         np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-10)
-        for ours, t in zip(vjp(jax.numpy.asarray(dy)), (tx, tw, tb)):
+        for ours, t in zip(vjp(jax.numpy.asarray(dy)), (tx, tw, tb), strict=True):
             np.testing.assert_allclose(ours, t.grad.numpy(), rtol=1e-10, atol=1e-10)
 
 
@@ -108,5 +112,7 @@ def test_same_padding_matches_torch_for_stride_one():
     x, w = rng.standard_normal((1, 2, 7, 6)), rng.standard_normal((3, 2, 4, 3))
     ty = F.conv2d(torch.tensor(x), torch.tensor(w), padding="same", dilation=(1, 2))
     with enable_x64():
-        y = jaxconv.conv(jax.numpy.asarray(x), jax.numpy.asarray(w), padding="SAME", dilation=(1, 2))
+        y = jaxconv.conv(
+            jax.numpy.asarray(x), jax.numpy.asarray(w), padding="SAME", dilation=(1, 2)
+        )
     np.testing.assert_allclose(y, ty.numpy(), rtol=1e-10, atol=1e-10)
