@@ -63,6 +63,9 @@ __all__ = [
 ]
 
 _LAYOUT = {False: "(N, C, *spatial)", True: "(N, *spatial, C)"}
+# Windows with more offsets than this that tile the input (global pooling, say) are
+# reduced as one vectorised axis instead of an unrolled loop over offsets.
+MAX_UNROLLED_OFFSETS = 16
 
 
 # ----------------------------------------------------------------------------------------
@@ -293,20 +296,50 @@ def _max_pool_forward(x: jax.Array, geom: PoolGeometry) -> tuple[jax.Array, jax.
     """
     xp = _pad_spatial(x, geom, -jnp.inf)
     wdtype = _winner_dtype(geom.num_offsets)
-    offsets = window_offsets(geom.window)
-    y = _window_slice(xp, geom, offsets[0])
-    winner = jnp.zeros(y.shape, wdtype)
-    for code, offset in enumerate(offsets[1:], start=1):
-        v = _window_slice(xp, geom, offset)
-        take = (v > y) | (v != v)
-        y = jnp.where(take, v, y)
-        winner = jnp.where(take, jnp.asarray(code, wdtype), winner)
+    if geom.non_overlapping and geom.num_offsets > MAX_UNROLLED_OFFSETS:
+        # large tiling windows (global pooling): one vectorised reduction, not K slices
+        y, winner = _max_and_first_argmax(_window_blocks(xp, geom), wdtype)
+    else:
+        offsets = window_offsets(geom.window)
+        y = _window_slice(xp, geom, offsets[0])
+        winner = jnp.zeros(y.shape, wdtype)
+        for code, offset in enumerate(offsets[1:], start=1):
+            v = _window_slice(xp, geom, offset)
+            take = (v > y) | (v != v)
+            y = jnp.where(take, v, y)
+            winner = jnp.where(take, jnp.asarray(code, wdtype), winner)
     if any(geom.padding):
         # an all -inf window must not crown a padding position: PyTorch starts at the first
         # in-bounds position, a static function of the output position.
         firsts = _first_valid_codes(geom)
         first = _spatial_constant(firsts, x.ndim, geom.spatial_axes, wdtype)
         winner = jnp.where(y == -jnp.inf, first, winner)
+    return y, winner
+
+
+def _window_blocks(xp: jax.Array, geom: PoolGeometry) -> jax.Array:
+    """Tiling windows as a trailing axis: ``(.., o_i*k_i, ..) -> (.., o_i, .., K)``."""
+    shape: list[int] = []
+    for axis, n in enumerate(xp.shape):
+        if axis in geom.spatial_axes:
+            k = geom.window[geom.spatial_axes.index(axis)]
+            shape += [n // k, k]
+        else:
+            shape.append(n)
+    window_axes = [a + i + 1 for i, a in enumerate(geom.spatial_axes)]
+    keep = [a for a in range(len(shape)) if a not in window_axes]
+    blocks = jnp.transpose(xp.reshape(shape), keep + window_axes)
+    return blocks.reshape(blocks.shape[: xp.ndim] + (geom.num_offsets,))
+
+
+def _max_and_first_argmax(flat: jax.Array, wdtype: Any) -> tuple[jax.Array, jax.Array]:
+    """Max over the last axis and the winner: the last NaN if any, else the first maximum."""
+    k = flat.shape[-1]
+    y = jnp.max(flat, axis=-1)
+    is_nan = flat != flat
+    last_nan = (k - 1) - jnp.argmax(is_nan[..., ::-1], axis=-1)
+    first_max = jnp.argmax(flat == y[..., None], axis=-1)
+    winner = jnp.where(jnp.any(is_nan, axis=-1), last_nan, first_max).astype(wdtype)
     return y, winner
 
 
@@ -383,7 +416,7 @@ def _max_pool_fwd(x, geom):
 # dL/dX:    dX[o*s + a*(o)*d - p] += dY[o]   (the winner's position; padding drops out)
 def _max_pool_bwd(geom, winner, cotangents):
     dy, _ = cotangents  # the winner codes are integers: their cotangent is float0
-    return (max_pool_input_grad(dy, winner, geom),)
+    return (max_pool_input_grad(dy, winner, geom, MAX_UNROLLED_OFFSETS),)
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)

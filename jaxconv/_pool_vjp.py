@@ -137,18 +137,32 @@ def _place_by_phase(term: Callable[[int], jax.Array | None], geom: PoolGeometry,
 
 # Forward:  Y[o] = X_pad[o*s + a*(o)*d],  a*(o) = winner[o] (first max; last NaN)
 # dL/dX:    dX_pad[q] = sum_{(o, a): o*s + a*d = q} dY[o] [winner[o] == a],  dX = crop(dX_pad)
-def max_pool_input_grad(dy: jax.Array, winner: jax.Array, geom: PoolGeometry) -> jax.Array:
+def max_pool_input_grad(
+    dy: jax.Array, winner: jax.Array, geom: PoolGeometry, max_unrolled_offsets: int = 16
+) -> jax.Array:
     """Route each upstream gradient to the winning position of its window.
 
     Args:
       dy: cotangent of the pool output, ``(N, C, *out)`` (or channels-last).
       winner: row-major window code of each output's winner, same shape, unsigned int.
       geom: the pool's geometry.
+      max_unrolled_offsets: tiling windows with more offsets take one broadcast compare
+        instead of one select per offset.
 
     Returns:
       ``dL/dX`` with the input's shape and ``dy``'s dtype.
     """
     zero = jnp.zeros((), dy.dtype)
+    if geom.non_overlapping and geom.num_offsets > max_unrolled_offsets:
+        # large tiling windows: one broadcast compare of the code against the window grid
+        shape = _split_window_axes(dy, geom.spatial_axes)
+        codes = np.arange(geom.num_offsets, dtype=np.dtype(winner.dtype))
+        grid_shape = [1] * (dy.ndim + geom.rank)
+        for i, axis in enumerate(geom.spatial_axes):
+            grid_shape[axis + i + 1] = geom.window[i]
+        grid = jnp.asarray(codes.reshape(geom.window).reshape(grid_shape))
+        blocks = jnp.where(winner.reshape(shape) == grid, dy.reshape(shape), zero)
+        return _crop_padding(_merge_window_axes(blocks, geom, dy.ndim), geom)
 
     # Non-overlapping windows (s = k, d = 1) give one offset per stride phase and no shifts:
     # the placement is then a one-hot select per offset interleaved by stack + reshape, the

@@ -29,7 +29,7 @@ from jaxconv._pool import (
     max_pool,
     max_unpool,
 )
-from jaxconv._pool_strategies import adaptive_pool_cases, pool_cases
+from jaxconv._pool_strategies import adaptive_pool_cases, pool_array, pool_cases
 from jaxconv._tolerances import relative_error, tolerance
 from jaxconv._verify_pool import POOL_OPS, lax_avg_pool, lax_max_pool, run_pool_case
 
@@ -439,3 +439,31 @@ def test_verify_pool_cases_pass_for_every_op():
             assert result["rel_err"] <= result["tol"] and result["fd_rel_err"] <= 1e-6
     with pytest.raises(ValueError, match="`op` must be one of max_pool"):
         run_pool_case("min_pool", rng)
+
+
+@pytest.mark.parametrize("values", ["normal", "ties", "special"])
+def test_large_tiling_windows_are_one_vectorised_reduction(values):
+    # global pooling: 56 x 56 = 3136 offsets must not unroll into 3136 slices
+    rng = np.random.default_rng(9)
+    with enable_x64():
+        x = pool_array(rng, (2, 3, 12, 10), np.float64, values)
+        dy = jnp.asarray(rng.standard_normal((2, 3, 2, 2)), np.float64)
+        for f, args in [
+            (max_pool, dict(window=(6, 5))),
+            (max_pool, dict(window=(8, 6), padding=(3, 2))),
+            (adaptive_max_pool, dict(output_size=1)),
+        ]:
+            g = partial(f, **args)
+            y_shape = _out_shape(g, x)
+            d = dy[..., : y_shape[2], : y_shape[3]]
+            y, dx = _vjp(g, x, d)
+            if f is max_pool:
+                y_ref, _ = ref.max_pool_reference(x, **args)
+                dx_ref = ref.max_pool_grad_reference(x, d, **args)
+            else:
+                y_ref, _ = ref.adaptive_max_pool_reference(x, 1)
+                dx_ref = ref.adaptive_max_pool_grad_reference(x, d, 1)
+            np.testing.assert_array_equal(np.asarray(y), y_ref)
+            np.testing.assert_array_equal(np.asarray(dx), dx_ref)
+    jaxpr = jax.make_jaxpr(jax.grad(lambda a: jnp.sum(max_pool(a, 56))))(jnp.ones((1, 1, 56, 56)))
+    assert len(jaxpr.eqns) < 60
