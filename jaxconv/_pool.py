@@ -988,7 +988,7 @@ def _to_planes(a: jax.Array, channels_last: bool) -> jax.Array:
     """``(N, C, *sp)`` or ``(N, *sp, C)`` -> ``(N*C, prod(sp))``."""
     if channels_last:
         a = jnp.moveaxis(a, -1, 1)
-    return a.reshape(a.shape[0] * a.shape[1], -1)
+    return a.reshape(a.shape[0] * a.shape[1], math.prod(a.shape[2:]))
 
 
 def _from_planes(a: jax.Array, lead: tuple[int, int], size: tuple[int, ...], channels_last: bool):
