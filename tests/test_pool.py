@@ -467,3 +467,17 @@ def test_large_tiling_windows_are_one_vectorised_reduction(values):
             np.testing.assert_array_equal(np.asarray(dx), dx_ref)
     jaxpr = jax.make_jaxpr(jax.grad(lambda a: jnp.sum(max_pool(a, 56))))(jnp.ones((1, 1, 56, 56)))
     assert len(jaxpr.eqns) < 60
+
+
+def test_empty_batch_flows_through_every_op():
+    x = jnp.zeros((0, 3, 6, 6), jnp.float32)
+    ops = [
+        partial(max_pool, window=2),
+        partial(avg_pool, window=3, stride=2, padding=1),
+        partial(lp_pool, p=2.0, window=2),
+        partial(adaptive_max_pool, output_size=4),
+        partial(adaptive_avg_pool, output_size=4),
+        lambda a: max_unpool(a, jnp.zeros(a.shape, jnp.int32), (12, 12)),
+    ]
+    for op in ops:
+        assert jax.jit(jax.grad(lambda a, op=op: jnp.sum(op(a))))(x).shape == x.shape
