@@ -349,13 +349,19 @@ def _materialized(a: jax.Array) -> jax.Array:
     Fused into the backward, the forward's argmax (or window-sum) chain would be recomputed
     for every window offset that reads it -- 5-10x slower on CPU -- and XLA's CPU pipeline
     drops ``lax.optimization_barrier`` before fusion. A conditional's operands are always
-    materialised. Both branches are the identity, so the data-dependent predicate (which
-    XLA cannot fold away) does not matter; under ``vmap`` it becomes a cheap select.
+    materialised: on the CPU the codes pass through one whose branches are both the
+    identity, so its data-dependent predicate (which XLA cannot fold away) does not matter;
+    under ``vmap`` it becomes a cheap select. Elsewhere (GPU, TPU), where the barrier holds
+    and a conditional would cost a device-to-host sync, the barrier is used.
     """
     if a.size == 0:
         return a
-    pred = a.reshape(-1)[0] > jnp.zeros((), a.dtype)
-    return lax.cond(pred, lambda v: v, lambda v: v * jnp.ones((), v.dtype), a)
+
+    def on_cpu(v: jax.Array) -> jax.Array:
+        pred = v.reshape(-1)[0] > jnp.zeros((), v.dtype)
+        return lax.cond(pred, lambda w: w, lambda w: w * jnp.ones((), w.dtype), v)
+
+    return lax.platform_dependent(a, cpu=on_cpu, default=lax.optimization_barrier)
 
 
 def _first_valid_codes(geom: PoolGeometry) -> np.ndarray:
