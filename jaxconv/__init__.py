@@ -5,17 +5,33 @@ from ._conv_transpose import conv_transpose as conv_transpose
 from ._conv_vjp import conv_input_grad as conv_input_grad
 from ._conv_vjp import conv_weight_grad as conv_weight_grad
 from ._general import conv_general_dilated as conv_general_dilated
+from ._methods.auto import MethodChoice as MethodChoice
+from ._methods.auto import explain_method as explain_method
+from ._pool import adaptive_avg_pool as adaptive_avg_pool
+from ._pool import adaptive_max_pool as adaptive_max_pool
+from ._pool import avg_pool as avg_pool
+from ._pool import lp_pool as lp_pool
+from ._pool import max_pool as max_pool
+from ._pool import max_unpool as max_unpool
 from ._shapes import conv_output_shape as conv_output_shape
 from ._shapes import padding_pairs as padding_pairs
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MethodChoice",
+    "adaptive_avg_pool",
+    "adaptive_max_pool",
+    "avg_pool",
     "conv",
     "conv_general_dilated",
     "conv_input_grad",
     "conv_output_shape",
     "conv_transpose",
     "conv_weight_grad",
+    "explain_method",
+    "lp_pool",
+    "max_pool",
+    "max_unpool",
     "padding_pairs",
 ]

@@ -1,7 +1,9 @@
 """Naive loop implementations, straight from the lecture's index formulas.
 
-For teaching, and as a second oracle on small inputs: plain NumPy, float64, channels-first,
-one Python loop over output positions and kernel taps. Nothing here is differentiated or
+For teaching, and as a second oracle on small inputs: plain NumPy, float64, one Python loop
+over output positions and kernel (or window) taps. Convolutions are channels-first; the
+pools (``max_pool``, ``max_pool_grad``, ``avg_pool``, ... ``max_unpool_grad``, each the lecture's
+rule as loops) take ``channels_last`` like their jaxconv twins. Nothing here is differentiated or
 jitted; every function returns a ``numpy.ndarray``.
 
 With stride ``S``, dilation ``D`` and low padding ``P``, output position ``i`` and tap ``a``
@@ -18,9 +20,37 @@ from typing import Any
 
 import numpy as np
 
+from ._pool_reference import max_pool_reference as max_pool
+from ._pool_reference import max_pool_grad_reference as max_pool_grad
+from ._pool_reference import avg_pool_reference as avg_pool
+from ._pool_reference import avg_pool_grad_reference as avg_pool_grad
+from ._pool_reference import lp_pool_reference as lp_pool
+from ._pool_reference import lp_pool_grad_reference as lp_pool_grad
+from ._pool_reference import adaptive_avg_pool_reference as adaptive_avg_pool
+from ._pool_reference import adaptive_avg_pool_grad_reference as adaptive_avg_pool_grad
+from ._pool_reference import adaptive_max_pool_reference as adaptive_max_pool
+from ._pool_reference import adaptive_max_pool_grad_reference as adaptive_max_pool_grad
+from ._pool_reference import max_unpool_reference as max_unpool
+from ._pool_reference import max_unpool_grad_reference as max_unpool_grad
 from ._shapes import conv_output_shape, padding_pairs
 
-__all__ = ["conv", "conv_input_grad", "conv_weight_grad"]
+__all__ = [
+    "adaptive_avg_pool",
+    "adaptive_avg_pool_grad",
+    "adaptive_max_pool",
+    "adaptive_max_pool_grad",
+    "avg_pool",
+    "avg_pool_grad",
+    "conv",
+    "conv_input_grad",
+    "conv_weight_grad",
+    "lp_pool",
+    "lp_pool_grad",
+    "max_pool",
+    "max_pool_grad",
+    "max_unpool",
+    "max_unpool_grad",
+]
 
 
 def _taps(

@@ -25,11 +25,23 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError('jaxconv.testing needs hypothesis: pip install "jaxconv[test]"') from e
 
 from ._config import layout_numbers
+from ._pool_strategies import AdaptiveCase as AdaptiveCase
+from ._pool_strategies import PoolCase as PoolCase
+from ._pool_strategies import adaptive_pool_cases as adaptive_pool_cases
+from ._pool_strategies import pool_array as pool_array
+from ._pool_strategies import pool_cases as pool_cases
 from ._shapes import dilate_dim, padding_pairs
 from ._tolerances import relative_error, tolerance
 
 __all__ = [
+    "AdaptiveCase",
     "ConvCase",
+    "PoolCase",
+    "adaptive_pool_cases",
+    "lax_avg_pool",
+    "lax_max_pool",
+    "pool_array",
+    "pool_cases",
     "assert_allclose_rel",
     "assert_vjp_matches",
     "conv_cases",
@@ -252,3 +264,12 @@ def assert_vjp_matches(
     for k, (g, g_ref) in enumerate(zip(grads, grads_ref, strict=True)):
         assert g.shape == g_ref.shape and g.dtype == g_ref.dtype, f"argument {idx[k]}"
         assert_allclose_rel(g, g_ref, rtol, f"VJP w.r.t. argument {idx[k]}")
+
+
+def __getattr__(name: str) -> Any:
+    # The lax pooling references live with the verify sweep; imported lazily.
+    if name in ("lax_max_pool", "lax_avg_pool"):
+        from . import _verify_pool
+
+        return getattr(_verify_pool, name)
+    raise AttributeError(f"module 'jaxconv.testing' has no attribute {name!r}")
