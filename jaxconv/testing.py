@@ -32,6 +32,8 @@ from ._pool_strategies import pool_array as pool_array
 from ._pool_strategies import pool_cases as pool_cases
 from ._shapes import dilate_dim, padding_pairs
 from ._tolerances import relative_error, tolerance
+from ._verify_pool import lax_avg_pool as lax_avg_pool
+from ._verify_pool import lax_max_pool as lax_max_pool
 
 __all__ = [
     "AdaptiveCase",
@@ -265,11 +267,3 @@ def assert_vjp_matches(
         assert g.shape == g_ref.shape and g.dtype == g_ref.dtype, f"argument {idx[k]}"
         assert_allclose_rel(g, g_ref, rtol, f"VJP w.r.t. argument {idx[k]}")
 
-
-def __getattr__(name: str) -> Any:
-    # The lax pooling references live with the verify sweep; imported lazily.
-    if name in ("lax_max_pool", "lax_avg_pool"):
-        from . import _verify_pool
-
-        return getattr(_verify_pool, name)
-    raise AttributeError(f"module 'jaxconv.testing' has no attribute {name!r}")

@@ -22,7 +22,8 @@ def test_public_names_exist():
 def test_import_pulls_in_no_cli_or_test_dependencies():
     code = (
         "import sys, jaxconv; "
-        "print(sorted(m for m in ('hypothesis', 'rich', 'torch', 'scipy', 'flax') if m in sys.modules))"
+        "mods = ('hypothesis', 'rich', 'torch', 'scipy', 'flax'); "
+        "print(sorted(m for m in mods if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
