@@ -53,8 +53,9 @@ CASES = (
     # issue 4
     Case("31x31 SAME", (8, 16, 64, 64), (16, 16, 31, 31), padding="SAME", goal="lax>=8x"),
     Case("13x13 SAME", (8, 32, 64, 64), (32, 32, 13, 13), padding="SAME", goal="lax>=2x"),
-    Case("dw 3x3 g64", (16, 64, 32, 32), (64, 1, 3, 3), padding=1, groups=64,
-         goal="lax>=10x,>torch"),
+    Case(
+        "dw 3x3 g64", (16, 64, 32, 32), (64, 1, 3, 3), padding=1, groups=64, goal="lax>=10x,>torch"
+    ),
     # the core benchmark
     Case("resnet 3x3", (16, 64, 32, 32), (64, 64, 3, 3), padding=1),
     Case("stem 7x7/2", (8, 3, 112, 112), (64, 3, 7, 7), stride=2, padding=3),
@@ -74,15 +75,21 @@ def _jax_fn(case: Case, method: str | None) -> Callable:
     """Jitted ``(x, w, ct) -> (y, dx, dw)`` for a method, or for lax when ``method`` is None."""
     nd = len(case.x) - 2
     if method is None:
+
         def f(x, w):
             return lax.conv_general_dilated(
-                x, w, (case.stride,) * nd, _lax_padding(case),
+                x,
+                w,
+                (case.stride,) * nd,
+                _lax_padding(case),
                 feature_group_count=case.groups,
             )
     else:
+
         def f(x, w):
-            return jaxconv.conv(x, w, stride=case.stride, padding=case.padding,
-                                groups=case.groups, method=method)
+            return jaxconv.conv(
+                x, w, stride=case.stride, padding=case.padding, groups=case.groups, method=method
+            )
 
     def fwd_bwd(x, w, ct):
         y, vjp = jax.vjp(f, x, w)
@@ -97,8 +104,11 @@ def _torch_fn(case: Case, x, w, ct) -> Callable | None:
     except ImportError:
         return None
     nd = len(case.x) - 2
-    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d,
-            3: torch.nn.functional.conv3d}[nd]
+    conv = {
+        1: torch.nn.functional.conv1d,
+        2: torch.nn.functional.conv2d,
+        3: torch.nn.functional.conv3d,
+    }[nd]
     pad = case.padding.lower() if isinstance(case.padding, str) else case.padding
     device = _torch_device()
     tx = torch.tensor(np.asarray(x), device=device, requires_grad=True)
@@ -171,11 +181,15 @@ def main(argv: list[str] | None = None) -> int:
         peer = f"torch {torch.__version__} on {_torch_device()}"
     except ImportError:
         peer = "torch not installed"
-    print(f"jax {jax.__version__} on {backend} ({jax.devices()[0].device_kind}), "
-          f"{os.cpu_count()} CPUs, {peer}; median of {rounds} interleaved rounds, times in ms")
-    header = (f"{'case':<12} {'lax':>9} {'direct':>9} {'fft':>9} {'shift':>9} {'auto':>9} "
-              f"{'torch':>9} | {'auto pick':<9} {'lax/auto':>8} {'torch/auto':>10} "
-              f"{'auto/best':>9} goal")
+    print(
+        f"jax {jax.__version__} on {backend} ({jax.devices()[0].device_kind}), "
+        f"{os.cpu_count()} CPUs, {peer}; median of {rounds} interleaved rounds, times in ms"
+    )
+    header = (
+        f"{'case':<12} {'lax':>9} {'direct':>9} {'fft':>9} {'shift':>9} {'auto':>9} "
+        f"{'torch':>9} | {'auto pick':<9} {'lax/auto':>8} {'torch/auto':>10} "
+        f"{'auto/best':>9} goal"
+    )
     print(header)
     print("-" * len(header))
     failures = []
@@ -184,15 +198,26 @@ def main(argv: list[str] | None = None) -> int:
         if wanted and not any(s in case.name for s in wanted):
             continue
         if args.quick:
-            case = Case(case.name, (1,) + case.x[1:], case.w, case.stride, case.padding,
-                        case.groups, case.goal)
+            case = Case(
+                case.name,
+                (1,) + case.x[1:],
+                case.w,
+                case.stride,
+                case.padding,
+                case.groups,
+                case.goal,
+            )
         x = jnp.asarray(rng.standard_normal(case.x, dtype=np.float32))
         scale = 1 / np.sqrt(np.prod(case.w[1:]))
         w = jnp.asarray(rng.standard_normal(case.w, dtype=np.float32) * scale)
         choice = explain_method(case.x, case.w, case.stride, case.padding, 1, case.groups)
         y_shape = jax.eval_shape(
-            lambda x, w, c=case: jaxconv.conv(x, w, stride=c.stride, padding=c.padding,
-                                              groups=c.groups), x, w).shape
+            lambda x, w, c=case: jaxconv.conv(
+                x, w, stride=c.stride, padding=c.padding, groups=c.groups
+            ),
+            x,
+            w,
+        ).shape
         ct = jnp.asarray(rng.standard_normal(y_shape, dtype=np.float32))
         fns: dict[str, Callable | None] = {}
         jitted = {"lax": _jax_fn(case, None)}
@@ -221,21 +246,27 @@ def main(argv: list[str] | None = None) -> int:
         elif goal:
             need = {"31x31 SAME": 8.0, "13x13 SAME": 2.0, "dw 3x3 g64": 10.0}[case.name]
             ok_goal = lax_auto >= need and (
-                "torch" not in goal or torch_auto is None or torch_auto > 1.0)
+                "torch" not in goal or torch_auto is None or torch_auto > 1.0
+            )
             goal += " ok" if ok_goal else " MISSED"
             if not ok_goal:
                 failures.append(case.name)
         if not ok and not args.quick:
             failures.append(case.name + " (auto/best)")
-        print(f"{case.name:<12} {_fmt_ms(t['lax'])} {_fmt_ms(t['direct'])} {_fmt_ms(t['fft'])} "
-              f"{_fmt_ms(t['shift'])} {_fmt_ms(t['auto'])} "
-              f"{'n/a' if t['torch'] is None else _fmt_ms(t['torch']):>9} | "
-              f"{choice.method:<9} {lax_auto:7.2f}x "
-              f"{'n/a' if torch_auto is None else f'{torch_auto:9.2f}x':>10} "
-              f"{auto_best:8.2f}{' ' if ok else '!'} {goal}", flush=True)
+        print(
+            f"{case.name:<12} {_fmt_ms(t['lax'])} {_fmt_ms(t['direct'])} {_fmt_ms(t['fft'])} "
+            f"{_fmt_ms(t['shift'])} {_fmt_ms(t['auto'])} "
+            f"{'n/a' if t['torch'] is None else _fmt_ms(t['torch']):>9} | "
+            f"{choice.method:<9} {lax_auto:7.2f}x "
+            f"{'n/a' if torch_auto is None else f'{torch_auto:9.2f}x':>10} "
+            f"{auto_best:8.2f}{' ' if ok else '!'} {goal}",
+            flush=True,
+        )
     print("-" * len(header))
-    print("auto/best: the time of auto's program (auto's or its pick's column, the same HLO)"
-          " over the fastest single method (<= 1.05 passes; '!' marks a miss).")
+    print(
+        "auto/best: the time of auto's program (auto's or its pick's column, the same HLO)"
+        " over the fastest single method (<= 1.05 passes; '!' marks a miss)."
+    )
     print("lax/auto, torch/auto: speed-ups of auto.")
     if failures:
         print("not met:", ", ".join(failures))

@@ -79,10 +79,19 @@ def geometry(x_shape: Sequence[int], w_shape: Sequence[int], cfg: ConvConfig) ->
         )
     )
     return Geometry(
-        n=n, c_in=c_in, spatial=spatial, c_out=c_out, c_in_g=c_in_g, kernel=kernel,
-        groups=cfg.feature_group_count, strides=cfg.window_strides,
-        dilations=cfg.rhs_dilation, padding=cfg.padding, out=out,
-        lhs_dilation=cfg.lhs_dilation, batch_group_count=cfg.batch_group_count,
+        n=n,
+        c_in=c_in,
+        spatial=spatial,
+        c_out=c_out,
+        c_in_g=c_in_g,
+        kernel=kernel,
+        groups=cfg.feature_group_count,
+        strides=cfg.window_strides,
+        dilations=cfg.rhs_dilation,
+        padding=cfg.padding,
+        out=out,
+        lhs_dilation=cfg.lhs_dilation,
+        batch_group_count=cfg.batch_group_count,
     )
 
 

@@ -107,8 +107,10 @@ class MethodCost:
     def __str__(self) -> str:
         if self.seconds is None:
             return f"{self.method:>6}: unsupported ({self.note})"
-        return (f"{self.method:>6}: {1e3 * self.seconds:9.3f} ms  ({self.flops / 1e9:.3g} GFLOP, "
-                f"{self.bytes / 1e6:.3g} MB)")
+        return (
+            f"{self.method:>6}: {1e3 * self.seconds:9.3f} ms  ({self.flops / 1e9:.3g} GFLOP, "
+            f"{self.bytes / 1e6:.3g} MB)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,9 +171,20 @@ def estimate(
     seconds = flops / rate + bytes_ / c["direct_bw"] + c["direct_fixed"]
     if g.groups > 1 and cg * og > 1:
         seconds += c["direct_group_cost"] * g.groups * n * p
-    out.append(MethodCost("direct", flops, bytes_, seconds,
-                          "XLA convolution" + ("" if rate >= c["direct_rate"] else
-                                               f" at a grouped rate of {rate / 1e9:.2g} GFLOP/s")))
+    out.append(
+        MethodCost(
+            "direct",
+            flops,
+            bytes_,
+            seconds,
+            "XLA convolution"
+            + (
+                ""
+                if rate >= c["direct_rate"]
+                else f" at a grouped rate of {rate / 1e9:.2g} GFLOP/s"
+            ),
+        )
+    )
 
     # fft: six batches of real FFTs and three per-frequency contractions.
     fft_why = unsupported_reason("fft", g)
@@ -181,10 +194,21 @@ def estimate(
     mix_flops = 3 * 8 * n * g.groups * og * cg * half
     cbytes = 2 * item
     fbytes = cbytes * half * (3 * (n * cin + cout * cg + n * cout)) + item * full * transforms
-    seconds = (fft_flops / c["fft_rate"] + mix_flops / c["mix_rate"] + fbytes / c["fft_bw"]
-               + c["fft_fixed"])
-    out.append(MethodCost("fft", fft_flops + mix_flops, fbytes, None if fft_why else seconds,
-                          fft_why or f"FFT grid {full} cells"))
+    seconds = (
+        fft_flops / c["fft_rate"]
+        + mix_flops / c["mix_rate"]
+        + fbytes / c["fft_bw"]
+        + c["fft_fixed"]
+    )
+    out.append(
+        MethodCost(
+            "fft",
+            fft_flops + mix_flops,
+            fbytes,
+            None if fft_why else seconds,
+            fft_why or f"FFT grid {full} cells",
+        )
+    )
 
     # shift: fused elementwise products of K slices; one K-output reduction for dW. Beyond
     # plain depthwise (Cg = Og = 1) XLA materialises the (N, G, Og, Cg, P) product of every
@@ -225,16 +249,22 @@ def choose_method(g: Geometry, dtype: Any = "float32", backend: str | None = Non
         reason = "no other method supports this configuration"
     elif best.method == "direct":
         runner = min(others, key=lambda e: e.seconds)
-        reason = (f"the XLA convolution is estimated fastest ({_ms(best.seconds)}; next "
-                  f"{runner.method!r} at {_ms(runner.seconds)})")
+        reason = (
+            f"the XLA convolution is estimated fastest ({_ms(best.seconds)}; next "
+            f"{runner.method!r} at {_ms(runner.seconds)})"
+        )
     elif best.method == "fft":
-        reason = (f"a {g.taps}-tap kernel makes the direct convolution's "
-                  f"{direct.flops / 1e9:.3g} GFLOP cost more than FFTs over a "
-                  f"{_fft_grid(g)[0]}-cell grid ({_ms(best.seconds)} vs {_ms(direct.seconds)})")
+        reason = (
+            f"a {g.taps}-tap kernel makes the direct convolution's "
+            f"{direct.flops / 1e9:.3g} GFLOP cost more than FFTs over a "
+            f"{_fft_grid(g)[0]}-cell grid ({_ms(best.seconds)} vs {_ms(direct.seconds)})"
+        )
     else:
-        reason = (f"{g.c_in_g} input channel(s) per group: {g.taps} shifted, per-channel-scaled "
-                  f"slices (elementwise work, no convolution) beat the grouped XLA convolution "
-                  f"({_ms(best.seconds)} vs {_ms(direct.seconds)})")
+        reason = (
+            f"{g.c_in_g} input channel(s) per group: {g.taps} shifted, per-channel-scaled "
+            f"slices (elementwise work, no convolution) beat the grouped XLA convolution "
+            f"({_ms(best.seconds)} vs {_ms(direct.seconds)})"
+        )
     return MethodChoice(best.method, est, reason, backend)
 
 
@@ -284,7 +314,14 @@ def explain_method(
     if not (np.issubdtype(dt, np.floating) or dt.name == "bfloat16"):
         raise TypeError(f"`dtype` must be a floating dtype, got {dt.name}")
     cfg, _ = conv_config(
-        x_shape, w_shape, stride=stride, padding=padding, dilation=dilation, groups=groups,
-        flip=False, channels_last=channels_last, method="auto",
+        x_shape,
+        w_shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        flip=False,
+        channels_last=channels_last,
+        method="auto",
     )
     return choose_method(geometry(x_shape, w_shape, cfg), dt)

@@ -125,8 +125,12 @@ def fft_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig) -
     """The convolution ``cfg`` describes, computed with real FFTs (see the module doc)."""
     g = geometry(x.shape, w.shape, cfg)
     plan = FftPlan(
-        cfg=cfg, geo=g, fft=fft_shape(g), has_bias=b is not None,
-        compute=compute_dtype(x.dtype).name, out_dtype=output_dtype(cfg, x.dtype).name,
+        cfg=cfg,
+        geo=g,
+        fft=fft_shape(g),
+        has_bias=b is not None,
+        compute=compute_dtype(x.dtype).name,
+        out_dtype=output_dtype(cfg, x.dtype).name,
         in_dtype=np.dtype(x.dtype).name,
     )
     return _fft_conv(x, w, b, plan)

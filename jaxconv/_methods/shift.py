@@ -82,8 +82,12 @@ def shift_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig)
     """The convolution ``cfg`` describes as a sum of shifted slices (see the module doc)."""
     g = geometry(x.shape, w.shape, cfg)
     plan = ShiftPlan(
-        cfg=cfg, geo=g, has_bias=b is not None, compute=compute_dtype(x.dtype).name,
-        out_dtype=output_dtype(cfg, x.dtype).name, in_dtype=np.dtype(x.dtype).name,
+        cfg=cfg,
+        geo=g,
+        has_bias=b is not None,
+        compute=compute_dtype(x.dtype).name,
+        out_dtype=output_dtype(cfg, x.dtype).name,
+        in_dtype=np.dtype(x.dtype).name,
     )
     return _shift_conv(x, w, b, plan)
 
