@@ -470,3 +470,28 @@ def test_auto_compiles_to_the_picked_methods_program():
         return re.sub(r"loc\([^)]*\)|#loc\d*|metadata=\{[^}]*\}", "", text)
 
     assert hlo("auto") == hlo(picked)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_fft_both_contraction_forms_agree_with_direct(monkeypatch, fused):
+    """The fused broadcast-sum contraction (small channel blocks) and the einsum one (large
+    blocks) give the same values and gradients; force each form on one configuration."""
+    from jaxconv._methods import fft as fft_module
+
+    limit = 10**9 if fused else 0
+    monkeypatch.setattr(fft_module, "_FUSED_BLOCK", limit)
+    monkeypatch.setattr(fft_module, "_FUSED_BATCH", limit)
+    rng = np.random.default_rng(11)
+    with enable_x64():
+        x = jnp.asarray(rng.standard_normal((3, 4, 9, 7)))
+        w = jnp.asarray(rng.standard_normal((6, 2, 4, 3)))
+        kw = dict(stride=(2, 1), padding="SAME", groups=2)
+
+        def value_and_grads(method):
+            f = lambda x, w: jnp.sum(jnp.sin(jaxconv.conv(x, w, **kw, method=method)))  # noqa: E731
+            return jax.value_and_grad(f, argnums=(0, 1))(x, w)
+
+        (v, (dx, dw)), (v_ref, (dx_ref, dw_ref)) = value_and_grads("fft"), value_and_grads("direct")
+        np.testing.assert_allclose(v, v_ref, rtol=1e-10)
+        np.testing.assert_allclose(dx, dx_ref, atol=1e-10)
+        np.testing.assert_allclose(dw, dw_ref, atol=1e-10)
