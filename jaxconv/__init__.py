@@ -6,6 +6,7 @@ from ._conv_vjp import conv_input_grad as conv_input_grad
 from ._conv_vjp import conv_weight_grad as conv_weight_grad
 from ._general import conv_general_dilated as conv_general_dilated
 from ._methods.auto import MethodChoice as MethodChoice
+from ._methods.auto import MethodCost as MethodCost
 from ._methods.auto import explain_method as explain_method
 from ._pool import adaptive_avg_pool as adaptive_avg_pool
 from ._pool import adaptive_max_pool as adaptive_max_pool
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MethodChoice",
+    "MethodCost",
     "adaptive_avg_pool",
     "adaptive_max_pool",
     "avg_pool",

@@ -116,8 +116,13 @@ def conv(
         true convolution ``Y[i] = sum_a X[i - a] W[a]`` (with ``padding="FULL"`` this is
         ``scipy.signal.convolve(..., mode="full")``).
       channels_last: use the channels-last layouts above.
-      method: ``"auto"`` or ``"direct"`` (an XLA convolution); see :func:`jaxconv.explain_method`.
-      precision: ``None`` or a ``jax.lax.Precision`` (forwarded to XLA).
+      method: ``"auto"`` (default: the cheapest supported method under a documented cost
+        model, resolved at trace time from static shapes; :func:`jaxconv.explain_method`
+        says which and why), ``"direct"`` (one XLA convolution), ``"fft"`` (real FFTs, for
+        large kernels; any configuration) or ``"shift"`` (a sum of shifted slices, for
+        depthwise and small grouped convolutions). Every method has its own hand-derived VJP.
+      precision: ``None`` or a ``jax.lax.Precision`` (forwarded to XLA; ``"fft"`` and
+        ``"shift"`` always compute in full float32/float64).
       preferred_element_type: output/accumulation dtype of the forward, as in ``lax``.
 
     Returns:

@@ -14,6 +14,8 @@ MODULES = [
     "jaxconv._general",
     "jaxconv._shapes",
     "jaxconv.reference",
+    "jaxconv._pool",
+    "jaxconv._methods.auto",
 ]
 
 
