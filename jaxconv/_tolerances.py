@@ -7,6 +7,7 @@ convolution and its gradients are), that scale-free measure is what rounding bou
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 __all__ = ["TOLERANCE", "relative_error", "tolerance"]
 
@@ -18,7 +19,7 @@ TOLERANCE: dict[str, float] = {
 }
 
 
-def tolerance(dtype: object) -> float:
+def tolerance(dtype: DTypeLike) -> float:
     """Relative tolerance for results computed in ``dtype``."""
     return TOLERANCE[np.dtype(dtype).name]
 

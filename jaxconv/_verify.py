@@ -36,7 +36,7 @@ CONV_OPS = (
 # Central differences in float64 with step 1e-4 on O(1) inputs: truncation ~1e-8 relative.
 FD_TOLERANCE = 1e-5
 FD_STEP = 1e-4
-_FAST_COMPILE = {"xla_backend_optimization_level": 0}
+_FAST_COMPILE: dict[str, Any] = {"xla_backend_optimization_level": 0}
 
 
 @dataclasses.dataclass

@@ -34,6 +34,8 @@ from ._pool_reference import max_unpool_grad_reference as max_unpool_grad
 from ._pool_reference import max_unpool_reference as max_unpool
 from ._shapes import conv_output_shape, padding_pairs
 
+Index = tuple[Any, ...]
+
 __all__ = [
     "adaptive_avg_pool",
     "adaptive_avg_pool_grad",
@@ -73,12 +75,17 @@ def _taps(
                 yield i, a, q
 
 
+def _ix(*parts: Any) -> Index:
+    """An index tuple (typed loosely: slices and ints mixed)."""
+    return parts
+
+
 def _tap(w: np.ndarray, a: tuple[int, ...], flip: bool) -> np.ndarray:
     kernel = w.shape[2:]
     return (
-        w[(slice(None), slice(None), *((k - 1 - t) for k, t in zip(kernel, a, strict=True)))]
+        w[_ix(slice(None), slice(None), *((k - 1 - t) for k, t in zip(kernel, a, strict=True)))]
         if flip
-        else w[(slice(None), slice(None), *a)]
+        else w[_ix(slice(None), slice(None), *a)]
     )
 
 
@@ -118,8 +125,8 @@ def conv(
     for i, a, q in _taps(spatial, kernel, stride, padding, dilation):
         wa = _tap(w, a, flip)  # (C_out, C_in // groups)
         for g in range(groups):
-            xs = x[(slice(None), slice(g * c_in_g, (g + 1) * c_in_g), *q)]  # (N, C_in/g)
-            y[(slice(None), slice(g * og, (g + 1) * og), *i)] += xs @ wa[g * og : (g + 1) * og].T
+            xs = x[_ix(slice(None), slice(g * c_in_g, (g + 1) * c_in_g), *q)]  # (N, C_in/g)
+            y[_ix(slice(None), slice(g * og, (g + 1) * og), *i)] += xs @ wa[g * og : (g + 1) * og].T
     if bias is not None:
         y += np.asarray(bias, np.float64).reshape((1, c_out) + (1,) * len(out))
     return y
@@ -148,8 +155,8 @@ def conv_input_grad(
     for i, a, q in _taps(spatial, kernel, stride, padding, dilation):
         wa = _tap(w, a, flip)
         for g in range(groups):
-            dys = dy[(slice(None), slice(g * og, (g + 1) * og), *i)]  # (N, C_out/g)
-            dx[(slice(None), slice(g * c_in_g, (g + 1) * c_in_g), *q)] += (
+            dys = dy[_ix(slice(None), slice(g * og, (g + 1) * og), *i)]  # (N, C_out/g)
+            dx[_ix(slice(None), slice(g * c_in_g, (g + 1) * c_in_g), *q)] += (
                 dys @ wa[g * og : (g + 1) * og]
             )
     return dx
@@ -178,7 +185,7 @@ def conv_weight_grad(
     for i, a, q in _taps(spatial, kernel, stride, padding, dilation):
         at = tuple((k - 1 - t) for k, t in zip(kernel, a, strict=True)) if flip else a
         for g in range(groups):
-            dys = dy[(slice(None), slice(g * og, (g + 1) * og), *i)]  # (N, C_out/g)
-            xs = x[(slice(None), slice(g * c_in_g, (g + 1) * c_in_g), *q)]  # (N, C_in/g)
-            dw[(slice(g * og, (g + 1) * og), slice(None), *at)] += dys.T @ xs
+            dys = dy[_ix(slice(None), slice(g * og, (g + 1) * og), *i)]  # (N, C_out/g)
+            xs = x[_ix(slice(None), slice(g * c_in_g, (g + 1) * c_in_g), *q)]  # (N, C_in/g)
+            dw[_ix(slice(g * og, (g + 1) * og), slice(None), *at)] += dys.T @ xs
     return dw

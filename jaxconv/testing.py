@@ -266,4 +266,3 @@ def assert_vjp_matches(
     for k, (g, g_ref) in enumerate(zip(grads, grads_ref, strict=True)):
         assert g.shape == g_ref.shape and g.dtype == g_ref.dtype, f"argument {idx[k]}"
         assert_allclose_rel(g, g_ref, rtol, f"VJP w.r.t. argument {idx[k]}")
-

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 from jax import lax
+from numpy.typing import DTypeLike
 
 from .._config import ConvConfig, split_shapes
 from .._shapes import conv_output_size, dilate_dim
@@ -131,13 +132,13 @@ def jnp_moveaxis(x: jax.Array, src: int, dst: int) -> jax.Array:
     return lax.transpose(x, tuple(perm))
 
 
-def compute_dtype(dtype: object) -> np.dtype:
+def compute_dtype(dtype: DTypeLike) -> np.dtype:
     """The dtype the fast methods compute in: float64 stays, everything else is float32
     (half precision accumulates in float32, as the direct method's gradients do)."""
     return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
 
 
-def output_dtype(cfg: ConvConfig, dtype: object) -> np.dtype:
+def output_dtype(cfg: ConvConfig, dtype: DTypeLike) -> np.dtype:
     """The forward's output dtype: ``preferred_element_type`` if given, else the input's."""
     return np.dtype(cfg.preferred_element_type or dtype)
 

@@ -228,8 +228,12 @@ def estimate(
     return tuple(out)
 
 
+def _seconds(e: MethodCost) -> float:
+    return math.inf if e.seconds is None else e.seconds
+
+
 def _ms(seconds: float | None) -> str:
-    return f"{1e3 * seconds:.2f} ms"
+    return "n/a" if seconds is None else f"{1e3 * seconds:.2f} ms"
 
 
 def _backend(backend: str | None) -> str:
@@ -242,13 +246,13 @@ def choose_method(g: Geometry, dtype: Any = "float32", backend: str | None = Non
     backend = _backend(backend)
     est = estimate(g, dtype, backend)
     supported = [e for e in est if e.seconds is not None]
-    best = min(supported, key=lambda e: e.seconds)
+    best = min(supported, key=_seconds)
     direct = next(e for e in est if e.method == "direct")
     others = [e for e in supported if e.method != "direct"]
     if best.method == "direct" and not others:
         reason = "no other method supports this configuration"
     elif best.method == "direct":
-        runner = min(others, key=lambda e: e.seconds)
+        runner = min(others, key=_seconds)
         reason = (
             f"the XLA convolution is estimated fastest ({_ms(best.seconds)}; next "
             f"{runner.method!r} at {_ms(runner.seconds)})"

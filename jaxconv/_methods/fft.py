@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from numpy.typing import DTypeLike
 
 from .._config import ConvConfig
 from . import (
@@ -81,7 +82,7 @@ def fft_shape(g: Geometry) -> tuple[int, ...]:
     )
 
 
-def fft_error_bound(dtype: object, fft_shape: tuple[int, ...]) -> float:
+def fft_error_bound(dtype: DTypeLike, fft_shape: tuple[int, ...]) -> float:
     """Bound on ``relative_error`` (max-abs error over max-abs value) of ``method="fft"``.
 
     An FFT of ``F`` cells rounds with a normwise relative error of about ``eps * log2(F)``

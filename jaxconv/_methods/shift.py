@@ -141,6 +141,7 @@ def _forward(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: ShiftPlan) -
         xs = _window(xp, start, g.out, g.strides)[:, :, None]  # (N, G, 1, Cg, *out)
         term = _channel_sum(xs * _scale(k, tap, g.ndim), axis=3, keep=False)
         y = term if y is None else y + term
+    assert y is not None  # the kernel has at least one tap
     y = y.reshape((g.n, g.c_out) + g.out)
     if b is not None:
         y = y + b.astype(plan.compute).reshape((1, -1) + (1,) * g.ndim)
@@ -215,6 +216,7 @@ def _shift_conv_bwd(plan, res, dy):
         us = _window(u, start, g.spatial, ones)
         term = _channel_sum(us * _scale(k, flipped, g.ndim), axis=2, keep=False)
         dx = term if dx is None else dx + term  # (N, G, Cg, *L)
+    assert dx is not None  # the kernel has at least one tap
     dx = x_from_cf(dx.reshape((g.n, g.c_in) + g.spatial).astype(plan.in_dtype), cfg)
 
     # dL/dW: one reduction of x_shift * dY per tap, over the batch and the output positions.
