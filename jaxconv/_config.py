@@ -15,13 +15,14 @@ import numpy as np
 from jax import lax
 
 from ._checks import (
+    check_bool,
     check_choice,
     check_float_array,
     check_int,
     check_same_dtype,
     normalize_tuple,
 )
-from ._shapes import _resolve, check_kernel_fits, conv_output_size
+from ._shapes import check_kernel_fits, conv_output_size, resolve_padding
 
 __all__ = ["METHODS", "PADDING_MODES", "ConvConfig", "conv_config", "layout_numbers"]
 
@@ -130,6 +131,15 @@ def check_conv_arrays(x: Any, w: Any, bias: Any, *, x_name: str = "x", w_name: s
     return wnd - 2
 
 
+def check_bias(bias: Any, c_out: int) -> None:
+    """``bias`` is ``None`` or has shape ``(C_out,)``."""
+    if bias is not None and tuple(np.shape(bias)) != (c_out,):
+        raise ValueError(
+            f"`bias` must have shape (C_out,) = ({c_out},) or be None, got shape "
+            f"{tuple(np.shape(bias))}"
+        )
+
+
 def split_shapes(
     x_shape: Sequence[int], w_shape: Sequence[int], channels_last: bool
 ) -> tuple[int, int, tuple[int, ...], int, int, tuple[int, ...]]:
@@ -181,11 +191,9 @@ def conv_config(
 ) -> tuple[ConvConfig, Pairs]:
     """Validate ``conv``-style arguments; returns the config and the resolved padding pairs."""
     nd = len(w_shape) - 2
-    if not isinstance(flip, bool | np.bool_):
-        raise TypeError(f"`flip` must be a bool, got {flip!r}")
-    if not isinstance(channels_last, bool | np.bool_):
-        raise TypeError(f"`channels_last` must be a bool, got {channels_last!r}")
-    n, c_in, spatial, c_out, c_in_g, kernel = split_shapes(x_shape, w_shape, bool(channels_last))
+    flip = check_bool(flip, "flip")
+    channels_last = check_bool(channels_last, "channels_last")
+    n, c_in, spatial, c_out, c_in_g, kernel = split_shapes(x_shape, w_shape, channels_last)
     strides = normalize_tuple(stride, nd, "stride", minimum=1)
     dilations = normalize_tuple(dilation, nd, "dilation", minimum=1)
     groups = check_groups(groups, c_in, c_in_g, c_out, x_name=x_name, w_name=w_name)
@@ -193,7 +201,7 @@ def conv_config(
         raise ValueError(
             f"`{w_name}` must have every spatial size >= 1, got shape {tuple(w_shape)}"
         )
-    pairs = _resolve(padding, spatial, kernel, strides, dilations)
+    pairs = resolve_padding(padding, spatial, kernel, strides, dilations)
     check_kernel_fits(spatial, kernel, pairs, dilations)
     check_choice(method, "method", METHODS)
     cfg = ConvConfig(

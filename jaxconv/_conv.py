@@ -9,11 +9,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from ._config import ConvConfig, check_conv_arrays, conv_config, output_shape, split_shapes
+from ._config import ConvConfig, check_bias, check_conv_arrays, conv_config, split_shapes
 from ._conv_vjp import bias_grad, input_grad, weight_grad
 from ._pad import check_mode_padding, pad
 
@@ -66,14 +65,6 @@ def _conv_bwd(cfg, res, dy):
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
-
-
-def _check_bias(bias: Any, c_out: int) -> None:
-    if bias is not None and tuple(np.shape(bias)) != (c_out,):
-        raise ValueError(
-            f"`bias` must have shape (C_out,) = ({c_out},) or be None, got shape "
-            f"{tuple(np.shape(bias))}"
-        )
 
 
 def conv(
@@ -154,7 +145,7 @@ def conv(
     x, w = jnp.asarray(x), jnp.asarray(w)
     bias = None if bias is None else jnp.asarray(bias)
     _, _, spatial, c_out, _, _ = split_shapes(x.shape, w.shape, bool(channels_last))
-    _check_bias(bias, c_out)
+    check_bias(bias, c_out)
     cfg, pairs = conv_config(
         x.shape,
         w.shape,
@@ -181,7 +172,3 @@ def conv(
 def direct(x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig) -> jax.Array:
     """``method="direct"``: one XLA convolution forward, two (hand-chosen) backward."""
     return _conv(x, w, b, cfg)
-
-
-def expected_output_shape(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> tuple[int, ...]:
-    return output_shape(x.shape, w.shape, cfg)

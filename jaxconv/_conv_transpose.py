@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from ._checks import check_int, normalize_pairs, normalize_tuple
-from ._config import ConvConfig, check_conv_arrays, layout_numbers
+from ._checks import check_bool, check_int, normalize_pairs, normalize_tuple
+from ._config import ConvConfig, check_bias, check_conv_arrays, layout_numbers
 from ._conv import conv_forward
 from ._conv_vjp import bias_grad, input_grad, weight_grad
 from ._shapes import conv_transpose_output_size
@@ -123,8 +123,7 @@ def conv_transpose(
     nd = check_conv_arrays(x, w, bias)
     x, w = jnp.asarray(x), jnp.asarray(w)
     bias = None if bias is None else jnp.asarray(bias)
-    if not isinstance(channels_last, bool):
-        raise TypeError(f"`channels_last` must be a bool, got {channels_last!r}")
+    channels_last = check_bool(channels_last, "channels_last")
     if isinstance(padding, str):
         raise ValueError(
             "`padding` of conv_transpose must be an int, one int per spatial dimension or "
@@ -166,11 +165,7 @@ def conv_transpose(
             f"`padding` {pairs} removes every output cell: the output's spatial shape would "
             f"be {out_spatial} for input spatial shape {tuple(spatial)}"
         )
-    if bias is not None and tuple(bias.shape) != (c_out,):
-        raise ValueError(
-            f"`bias` must have shape (C_out,) = ({c_out},) or be None, got shape "
-            f"{tuple(bias.shape)}"
-        )
+    check_bias(bias, c_out)
     cfg = ConvConfig(
         window_strides=strides,
         padding=tuple((lo, hi - op) for (lo, hi), op in zip(pairs, out_pad, strict=True)),

@@ -31,7 +31,8 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from ._config import ConvConfig
+from ._checks import check_float_array, check_same_dtype
+from ._config import ConvConfig, conv_config, output_shape
 from ._shapes import vjp_lhs_padding, vjp_rhs_padding
 
 __all__ = [
@@ -170,6 +171,14 @@ def bias_grad(dy: jax.Array, cfg: ConvConfig, dtype: Any) -> jax.Array:
 # Public faces: the two rules as functions (JAX twins of torch.nn.grad.conv*_input/weight).
 
 
+def _float_operands(*named: tuple[str, Any]) -> list[jax.Array]:
+    """Check the named operands are floating and share the first one's dtype; as arrays."""
+    for name, a in named:
+        check_float_array(a, name)
+    check_same_dtype(list(named))
+    return [jnp.asarray(a) for _, a in named]
+
+
 def _grad_config(
     name_in: str,
     input_shape: Sequence[int],
@@ -184,8 +193,6 @@ def _grad_config(
     channels_last: Any,
     precision: Any,
 ) -> ConvConfig:
-    from ._config import conv_config, output_shape
-
     for name, shape in ((name_in, input_shape), ("weight_shape", weight_shape)):
         if not all(isinstance(s, int | np.integer) and s >= 0 for s in shape):
             raise TypeError(f"`{name}` must be a sequence of non-negative ints, got {shape!r}")
@@ -254,12 +261,7 @@ def conv_input_grad(
     >>> conv_input_grad(jnp.ones((1, 1, 3)), jnp.array([[[1.0, 2.0, 3.0]]]), (1, 1, 5))
     Array([[[1., 3., 6., 5., 3.]]], dtype=float32)
     """
-    from ._checks import check_float_array, check_same_dtype
-
-    check_float_array(dy, "dy")
-    check_float_array(w, "w")
-    check_same_dtype([("w", w), ("dy", dy)])
-    dy, w = jnp.asarray(dy), jnp.asarray(w)
+    w, dy = _float_operands(("w", w), ("dy", dy))
     input_shape = tuple(input_shape)
     cfg = _grad_config(
         "input_shape",
@@ -316,12 +318,7 @@ def conv_weight_grad(
     >>> conv_weight_grad(x, jnp.ones((1, 1, 3)), (1, 1, 3))   # sums of x[a : a + 3]
     Array([[[3., 6., 9.]]], dtype=float32)
     """
-    from ._checks import check_float_array, check_same_dtype
-
-    check_float_array(x, "x")
-    check_float_array(dy, "dy")
-    check_same_dtype([("x", x), ("dy", dy)])
-    x, dy = jnp.asarray(x), jnp.asarray(dy)
+    x, dy = _float_operands(("x", x), ("dy", dy))
     weight_shape = tuple(weight_shape)
     cfg = _grad_config(
         "x",

@@ -15,7 +15,7 @@ from jax.typing import ArrayLike
 from ._checks import check_float_array, check_int, check_same_dtype, normalize_tuple
 from ._config import ConvConfig, canonical_precision, canonical_preferred
 from ._conv import _conv
-from ._shapes import check_kernel_fits, dilate_dim, same_padding
+from ._shapes import check_kernel_fits, dilate_dim, resolve_padding
 
 __all__ = ["conv_general_dilated"]
 
@@ -116,15 +116,7 @@ def conv_general_dilated(
                 "`padding` strings are not implemented with `lhs_dilation` (as in lax): pass "
                 f"explicit (low, high) pairs, got padding={padding!r}, lhs_dilation={lhs_dil}"
             )
-        spans = [dilate_dim(k, d) for k, d in zip(kernel, rhs_dil, strict=True)]
-        pairs = (
-            ((0, 0),) * n
-            if mode == "VALID"
-            else tuple(
-                same_padding(i, s, st, lower=mode == "SAME_LOWER")
-                for i, s, st in zip(spatial, spans, strides, strict=True)
-            )
-        )
+        pairs = resolve_padding(mode, spatial, kernel, strides, rhs_dil)
     else:
         pairs = _pairs(padding, n)
     c_in, c_out, k_in = lhs.shape[lhs_spec[1]], rhs.shape[rhs_spec[0]], rhs.shape[rhs_spec[1]]

@@ -24,7 +24,7 @@ from ._checks import check_choice
 
 __all__ = ["check_mode_padding", "pad", "pad_adjoint"]
 
-_JNP_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+JNP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 Pairs = tuple[tuple[int, int], ...]
 
@@ -56,7 +56,7 @@ def _full_pads(axes: Sequence[int], pairs: Pairs, ndim: int) -> list[tuple[int, 
 
 
 def _pad_forward(x: jax.Array, mode: str, axes: tuple[int, ...], pairs: Pairs) -> jax.Array:
-    return jnp.pad(x, _full_pads(axes, pairs, x.ndim), mode=_JNP_MODE[mode])
+    return jnp.pad(x, _full_pads(axes, pairs, x.ndim), mode=JNP_PAD_MODE[mode])
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))

@@ -24,6 +24,7 @@ __all__ = [
     "conv_transpose_output_size",
     "dilate_dim",
     "padding_pairs",
+    "resolve_padding",
     "same_padding",
     "vjp_lhs_padding",
     "vjp_rhs_padding",
@@ -58,7 +59,7 @@ def same_padding(
     return (big, small) if lower else (small, big)
 
 
-def _resolve(
+def resolve_padding(
     padding: Any,
     input_shape: Sequence[int],
     kernel_shape: Sequence[int],
@@ -66,6 +67,7 @@ def _resolve(
     dilation: Sequence[int],
     name: str = "padding",
 ) -> Pairs:
+    """:func:`padding_pairs` for already-normalised ``stride`` and ``dilation`` tuples."""
     n = len(kernel_shape)
     if isinstance(padding, str):
         mode = padding.upper()
@@ -120,7 +122,7 @@ def padding_pairs(
         )
     strides = normalize_tuple(stride, n, "stride", minimum=1)
     dilations = normalize_tuple(dilation, n, "dilation", minimum=1)
-    return _resolve(padding, tuple(input_shape), tuple(kernel_shape), strides, dilations)
+    return resolve_padding(padding, tuple(input_shape), tuple(kernel_shape), strides, dilations)
 
 
 def conv_output_shape(

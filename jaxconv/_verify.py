@@ -18,6 +18,7 @@ import numpy as np
 from jax import lax
 
 from ._compat import enable_x64
+from ._lax_reference import lax_conv
 from ._shapes import conv_output_shape, conv_transpose_output_size, dilate_dim, padding_pairs
 from ._tolerances import relative_error, tolerance
 
@@ -104,42 +105,6 @@ def _describe(kwargs: dict[str, Any], shapes: tuple[tuple[int, ...], ...]) -> st
     return " ".join(parts) + (" " + opts if opts else "")
 
 
-def _lax_conv(x, w, b=None, **kw):
-    from ._config import layout_numbers
-
-    nd = w.ndim - 2
-    dn = layout_numbers(nd, kw.get("channels_last", False))
-    spatial = [x.shape[d] for d in dn.lhs_spec[2:]]
-    kernel = [w.shape[d] for d in dn.rhs_spec[2:]]
-    pairs = padding_pairs(kw.get("padding", 0), spatial, kernel, kw["stride"], kw["dilation"])
-    mode = kw.get("padding_mode", "zeros")
-    if mode != "zeros":
-        full = [(0, 0)] * x.ndim
-        for d, pr in zip(dn.lhs_spec[2:], pairs, strict=True):
-            full[d] = pr
-        x = jnp.pad(
-            x, full, mode={"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode]
-        )
-        pairs = ((0, 0),) * nd
-    if kw.get("flip", False):
-        w = lax.rev(w, dn.rhs_spec[2:])
-    y = lax.conv_general_dilated(
-        x,
-        w,
-        kw["stride"],
-        pairs,
-        rhs_dilation=kw["dilation"],
-        dimension_numbers=dn,
-        feature_group_count=kw.get("groups", 1),
-        precision=lax.Precision.HIGHEST,
-    )
-    if b is not None:
-        shape = [1] * y.ndim
-        shape[dn.out_spec[1]] = b.shape[0]
-        y = y + b.reshape(shape)
-    return y
-
-
 def _case(op: str, rng: np.random.Generator):
     import jaxconv
 
@@ -153,7 +118,7 @@ def _case(op: str, rng: np.random.Generator):
         xs, ws = _shapes_of(c)
         return (
             lambda x, w, b: jaxconv.conv(x, w, b, **kw),
-            lambda x, w, b: _lax_conv(x, w, b, **kw),
+            lambda x, w, b: lax_conv(x, w, b, **kw),
             [xs, ws, (c["c_out"],)],
             _describe(kw, (xs, ws)),
         )
@@ -162,13 +127,13 @@ def _case(op: str, rng: np.random.Generator):
         kw = c["kwargs"]
         xs, ws = _shapes_of(c)
         ys = jax.eval_shape(
-            lambda x, w: _lax_conv(x, w, **kw),
+            lambda x, w: lax_conv(x, w, **kw),
             jax.ShapeDtypeStruct(xs, jnp.float32),
             jax.ShapeDtypeStruct(ws, jnp.float32),
         ).shape
 
         def lax_vjp(x, w, dy):
-            return jax.vjp(lambda x, w: _lax_conv(x, w, **kw), x, w)[1](dy)
+            return jax.vjp(lambda x, w: lax_conv(x, w, **kw), x, w)[1](dy)
 
         if op == "conv_input_grad":
             return (
@@ -207,13 +172,13 @@ def _case(op: str, rng: np.random.Generator):
             )
         )
         ys = jax.eval_shape(
-            lambda x, w: _lax_conv(x, w, **kw),
+            lambda x, w: lax_conv(x, w, **kw),
             jax.ShapeDtypeStruct(xs, jnp.float32),
             jax.ShapeDtypeStruct(ws, jnp.float32),
         ).shape
 
         def ref(dy, w, b):
-            z = jax.vjp(lambda x: _lax_conv(x, w, **kw), jnp.zeros(xs, dy.dtype))[1](dy)[0]
+            z = jax.vjp(lambda x: lax_conv(x, w, **kw), jnp.zeros(xs, dy.dtype))[1](dy)[0]
             shape = [1] * z.ndim
             shape[-1 if kw["channels_last"] else 1] = b.shape[0]
             return z + b.reshape(shape)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Self
 
 import jax
 import numpy as np
@@ -27,7 +28,13 @@ from numpy.typing import DTypeLike
 from .._config import ConvConfig, split_shapes
 from .._shapes import conv_output_size, dilate_dim
 
-__all__ = ["Geometry", "dispatch", "geometry", "unsupported_reason"]
+__all__ = [
+    "Geometry",
+    "MethodPlan",
+    "dispatch",
+    "geometry",
+    "unsupported_reason",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +148,32 @@ def compute_dtype(dtype: DTypeLike) -> np.dtype:
 def output_dtype(cfg: ConvConfig, dtype: DTypeLike) -> np.dtype:
     """The forward's output dtype: ``preferred_element_type`` if given, else the input's."""
     return np.dtype(cfg.preferred_element_type or dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodPlan:
+    """What every fast method resolves once, before its ``custom_vjp``: the config, its
+    geometry, and the three dtypes (input, compute, output). Hashable: it is the
+    ``nondiff_argnums`` entry."""
+
+    cfg: ConvConfig
+    geo: Geometry
+    has_bias: bool
+    compute: str  # "float32" or "float64"
+    out_dtype: str
+    in_dtype: str
+
+    @classmethod
+    def build(cls, x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig) -> Self:
+        """The plan for these arrays."""
+        return cls(
+            cfg=cfg,
+            geo=geometry(x.shape, w.shape, cfg),
+            has_bias=b is not None,
+            compute=compute_dtype(x.dtype).name,
+            out_dtype=output_dtype(cfg, x.dtype).name,
+            in_dtype=np.dtype(x.dtype).name,
+        )
 
 
 def unsupported_reason(method: str, g: Geometry) -> str | None:

@@ -46,9 +46,8 @@ from numpy.typing import DTypeLike
 from .._config import ConvConfig
 from . import (
     Geometry,
+    MethodPlan,
     compute_dtype,
-    geometry,
-    output_dtype,
     w_from_cf,
     w_to_cf,
     x_from_cf,
@@ -106,16 +105,13 @@ def fft_error_bound(dtype: DTypeLike, fft_shape: tuple[int, ...]) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class FftPlan:
+class FftPlan(MethodPlan):
     """Everything static about one FFT convolution: resolved once, in :func:`fft_conv`."""
 
-    cfg: ConvConfig
-    geo: Geometry
-    fft: tuple[int, ...]
-    has_bias: bool
-    compute: str  # "float32" or "float64"
-    out_dtype: str
-    in_dtype: str
+    @property
+    def fft(self) -> tuple[int, ...]:
+        """The FFT grid (derived from the geometry, so not a field of its own)."""
+        return fft_shape(self.geo)
 
     @property
     def axes(self) -> tuple[int, ...]:
@@ -124,16 +120,7 @@ class FftPlan:
 
 def fft_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig) -> jax.Array:
     """The convolution ``cfg`` describes, computed with real FFTs (see the module doc)."""
-    g = geometry(x.shape, w.shape, cfg)
-    plan = FftPlan(
-        cfg=cfg,
-        geo=g,
-        fft=fft_shape(g),
-        has_bias=b is not None,
-        compute=compute_dtype(x.dtype).name,
-        out_dtype=output_dtype(cfg, x.dtype).name,
-        in_dtype=np.dtype(x.dtype).name,
-    )
+    plan = FftPlan.build(x, w, b, cfg)
     return _fft_conv(x, w, b, plan)
 
 

@@ -35,9 +35,7 @@ from jax import lax
 from .._config import ConvConfig
 from . import (
     Geometry,
-    compute_dtype,
-    geometry,
-    output_dtype,
+    MethodPlan,
     w_from_cf,
     w_to_cf,
     x_from_cf,
@@ -62,15 +60,8 @@ def shift_unsupported_reason(g: Geometry) -> str | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class ShiftPlan:
+class ShiftPlan(MethodPlan):
     """Everything static about one shifted-sum convolution: resolved once."""
-
-    cfg: ConvConfig
-    geo: Geometry
-    has_bias: bool
-    compute: str
-    out_dtype: str
-    in_dtype: str
 
     @property
     def axes(self) -> tuple[int, ...]:
@@ -80,15 +71,7 @@ class ShiftPlan:
 
 def shift_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig) -> jax.Array:
     """The convolution ``cfg`` describes as a sum of shifted slices (see the module doc)."""
-    g = geometry(x.shape, w.shape, cfg)
-    plan = ShiftPlan(
-        cfg=cfg,
-        geo=g,
-        has_bias=b is not None,
-        compute=compute_dtype(x.dtype).name,
-        out_dtype=output_dtype(cfg, x.dtype).name,
-        in_dtype=np.dtype(x.dtype).name,
-    )
+    plan = ShiftPlan.build(x, w, b, cfg)
     return _shift_conv(x, w, b, plan)
 
 
