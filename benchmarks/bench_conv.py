@@ -15,8 +15,9 @@ cotangent ``ct`` -- the forward and the whole backward, as in a training step. C
   CPU with ``os.cpu_count()`` threads when JAX runs on the CPU, on CUDA when JAX runs on a
   GPU and PyTorch has CUDA; otherwise "n/a".
 
-All float32, channels-first. Contenders are timed round-robin (see ``_timing.py``); each
-number is the median of ``--repeats`` samples after warm-up. Before timing, every
+All float32, channels-first. Contenders are timed round-robin (see
+``jaxconv/_bench/timing.py``); each number is the median of ``--repeats`` samples after
+warm-up. Before timing, every
 contender's gradients (PyTorch's too) are checked against ``lax``'s, so the table never
 compares computations that disagree.
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -51,24 +51,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`: use the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import jaxconv
-
-
-def _load_timing():
-    # Imported by path so the script works from any directory and when it is itself
-    # loaded by path (tests/test_benchmarks_smoke.py), without touching sys.path.
-    name = "jaxconv_benchmarks_timing"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_timing.py"))
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {Path(__file__).with_name('_timing.py')}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_timing = _load_timing()
+from jaxconv._bench import timing as _timing  # noqa: E402
 
 GEOMEAN_GOAL = 1.05
 CASE_GOAL = 1.15

@@ -14,7 +14,8 @@ Contenders:
   with ``os.cpu_count()`` threads when JAX runs on the CPU, on CUDA when JAX runs on a GPU
   and PyTorch has CUDA; otherwise "n/a".
 
-All float32, channels-first, round-robin timing (see ``_timing.py``), medians after warm-up.
+All float32, channels-first, round-robin timing (see ``jaxconv/_bench/timing.py``), medians
+after warm-up.
 Before timing, jaxconv's gradient is checked against lax's (and PyTorch's).
 
 Goals (issue 3), CPU float32: max pool 2x2/2 >= 5x faster than lax, 3x3/2 pad 1 >= 4x,
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -48,22 +48,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`: use the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from jaxconv import _pool
-
-
-def _load_timing():
-    name = "jaxconv_benchmarks_timing"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_timing.py"))
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {Path(__file__).with_name('_timing.py')}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_timing = _load_timing()
+from jaxconv._bench import timing as _timing  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Shared timing helpers for the benchmarks in this folder.
+"""Timing helpers shared by the benchmark suites.
 
 Every contender is timed round-robin: one sample of each in turn, repeated, so that a burst
 of machine noise (another process, a frequency change) lands on all of them instead of
