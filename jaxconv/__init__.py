@@ -1,21 +1,21 @@
 """jaxconv: convolution and pooling for JAX with hand-derived, property-tested VJPs."""
 
-from ._conv import conv as conv
-from ._conv_transpose import conv_transpose as conv_transpose
-from ._conv_vjp import conv_input_grad as conv_input_grad
-from ._conv_vjp import conv_weight_grad as conv_weight_grad
-from ._general import conv_general_dilated as conv_general_dilated
-from ._methods.auto import MethodChoice as MethodChoice
-from ._methods.auto import MethodCost as MethodCost
-from ._methods.auto import explain_method as explain_method
+from ._shapes import conv_output_shape as conv_output_shape
+from ._shapes import padding_pairs as padding_pairs
+from .convolution import MethodChoice as MethodChoice
+from .convolution import MethodCost as MethodCost
+from .convolution import conv as conv
+from .convolution import conv_general_dilated as conv_general_dilated
+from .convolution import conv_input_grad as conv_input_grad
+from .convolution import conv_transpose as conv_transpose
+from .convolution import conv_weight_grad as conv_weight_grad
+from .convolution import explain_method as explain_method
 from ._pool import adaptive_avg_pool as adaptive_avg_pool
 from ._pool import adaptive_max_pool as adaptive_max_pool
 from ._pool import avg_pool as avg_pool
 from ._pool import lp_pool as lp_pool
 from ._pool import max_pool as max_pool
 from ._pool import max_unpool as max_unpool
-from ._shapes import conv_output_shape as conv_output_shape
-from ._shapes import padding_pairs as padding_pairs
 
 __version__ = "0.1.0"
 

@@ -15,6 +15,8 @@ import numpy as np
 __all__ = [
     "check_choice",
     "check_float_array",
+    "check_float_dtype",
+    "check_shape",
     "check_int",
     "check_ndim",
     "check_same_dtype",
@@ -153,3 +155,32 @@ def check_at_most(
     """Check ``values[i] <= limits[i]`` everywhere; ``rule`` states the bound in words."""
     if any(v > lim for v, lim in zip(values, limits, strict=True)):
         raise ValueError(f"`{name}` must be {rule} in every dimension, got {received}")
+
+
+def check_shape(value: Any, name: str) -> tuple[int, ...]:
+    """A shape: a sequence (or 1-D integer array) of non-negative ints, as a tuple."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable) or np.ndim(value) != 1:
+        raise TypeError(f"`{name}` must be a sequence of non-negative ints, got {value!r}")
+    items = tuple(value)
+    if any(isinstance(v, bool | np.bool_) for v in items):
+        raise TypeError(f"`{name}` must be a sequence of non-negative ints, got {value!r}")
+    try:
+        out = tuple(operator.index(v) for v in items)
+    except TypeError:
+        raise TypeError(
+            f"`{name}` must be a sequence of non-negative ints, got {value!r}"
+        ) from None
+    if any(v < 0 for v in out):
+        raise ValueError(f"`{name}` must be a sequence of non-negative ints, got {value!r}")
+    return out
+
+
+def check_float_dtype(dtype: Any, name: str) -> np.dtype:
+    """A real floating dtype (float16/bfloat16/32/64), from anything ``np.dtype`` reads."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"`{name}` must be a floating dtype, got {dtype!r}") from None
+    if not (np.issubdtype(dt, np.floating) or dt.name == "bfloat16"):
+        raise TypeError(f"`{name}` must be a floating dtype, got {dt.name}")
+    return dt

@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._config import layout_numbers
-from ._pad import JNP_PAD_MODE
 from ._shapes import padding_pairs
+from .convolution._config import layout_numbers
+from .convolution.padding_modes import JNP_PAD_MODE
 
 __all__ = ["lax_conv"]
 

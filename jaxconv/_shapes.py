@@ -19,6 +19,7 @@ from ._checks import check_choice, normalize_pairs, normalize_tuple
 
 __all__ = [
     "PADDING_STRINGS",
+    "channel_shape",
     "conv_output_shape",
     "conv_output_size",
     "conv_transpose_output_size",
@@ -38,6 +39,11 @@ Pairs = tuple[tuple[int, int], ...]
 def dilate_dim(size: int, dilation: int) -> int:
     """Cells spanned by ``size`` taps spread ``dilation`` apart: ``D(size-1)+1`` (0 stays 0)."""
     return 0 if size == 0 else 1 + dilation * (size - 1)
+
+
+def channel_shape(ndim: int, axis: int, channels: int) -> tuple[int, ...]:
+    """The shape that broadcasts a ``(channels,)`` vector along ``axis`` of an ``ndim`` array."""
+    return tuple(channels if d == axis else 1 for d in range(ndim))
 
 
 def conv_output_size(
@@ -167,8 +173,12 @@ def check_kernel_fits(
     pairs: Pairs,
     dilation: Sequence[int],
     lhs_dilation: Sequence[int] | None = None,
+    *,
+    kernel_name: str = "w",
+    dilation_name: str = "dilation",
 ) -> None:
-    """Raise ``ValueError`` when a dilated kernel is larger than the padded input."""
+    """Raise ``ValueError`` when a dilated kernel is larger than the padded input (the
+    message names the kernel and dilation arguments as the caller spelled them)."""
     lhs_dilation = lhs_dilation or (1,) * len(kernel_shape)
     for i, k, (lo, hi), d, ld in zip(
         input_shape, kernel_shape, pairs, dilation, lhs_dilation, strict=True
@@ -182,7 +192,8 @@ def check_kernel_fits(
             )
             raise ValueError(
                 "the dilated kernel must fit in the padded input in every spatial dimension: "
-                f"`w` spatial shape {tuple(kernel_shape)} with `dilation` {tuple(dilation)} spans "
+                f"`{kernel_name}` spatial shape {tuple(kernel_shape)} with `{dilation_name}` "
+                f"{tuple(dilation)} spans "
                 f"{spans}, but the padded input is {padded_shape}"
             )
 

@@ -19,14 +19,19 @@ from hypothesis import strategies as st
 
 import jaxconv
 from jaxconv._compat import enable_x64
-from jaxconv._config import conv_config
-from jaxconv._methods import geometry, unsupported_reason
-from jaxconv._methods.auto import MethodChoice, choose_method, explain_method
-from jaxconv._methods.fft import fft_error_bound, fft_shape, next_fast_len
 from jaxconv._tolerances import relative_error, tolerance
+from jaxconv.convolution._config import conv_config
+from jaxconv.convolution.methods import registry
+from jaxconv.convolution.methods.auto import MethodChoice, choose_method, explain_method
+from jaxconv.convolution.methods.fft import fft_error_bound, fft_shape, next_fast_len
+from jaxconv.convolution.methods.plan import geometry
 from jaxconv.testing import assert_allclose_rel, assert_vjp_matches, conv_cases, random_array
 
 FAST = ("fft", "shift")
+
+
+def unsupported_reason(method: str, g) -> str | None:
+    return registry.get(method).supports(g)
 
 
 def _examples(fraction: float) -> int:
@@ -380,10 +385,10 @@ def test_explain_method_output():
     assert dw.costs["shift"] is not None
 
 
-def test_explain_method_bad_input_matches_conv():
+def test_explain_method_bad_input_names_its_own_arguments():
     with pytest.raises(ValueError, match=r"`stride` must be >= 1 in every dimension, got 0"):
         explain_method((1, 2, 8, 8), (2, 2, 3, 3), stride=0)
-    with pytest.raises(ValueError, match=r"`w` must have C_in // groups = 4 // 1 = 4 input"):
+    with pytest.raises(ValueError, match=r"`w_shape` must have C_in // groups = 4 // 1 = 4 in"):
         explain_method((1, 4, 8, 8), (2, 2, 3, 3))
     with pytest.raises(ValueError, match=r"`groups` must divide the input channels"):
         explain_method((1, 4, 8, 8), (3, 1, 3, 3), groups=3)
@@ -391,8 +396,12 @@ def test_explain_method_bad_input_matches_conv():
         explain_method((1, 4, 8), (2, 4, 3, 3))
     with pytest.raises(TypeError, match=r"`dtype` must be a floating dtype, got int32"):
         explain_method((1, 2, 8), (2, 2, 3), dtype="int32")
-    with pytest.raises(ValueError, match=r"the dilated kernel must fit in the padded input"):
+    with pytest.raises(ValueError, match=r"the dilated kernel must fit .* `w_shape` spatial"):
         explain_method((1, 2, 4), (2, 2, 9))
+    with pytest.raises(TypeError, match=r"`x_shape` must be a sequence of non-negative ints"):
+        explain_method("abcd", (2, 2, 3))
+    with pytest.raises(TypeError, match=r"`w_shape` must be a sequence of non-negative ints"):
+        explain_method((1, 2, 8), (2, 2, 8.9))
 
 
 # --- 5. explicit methods that cannot run -----------------------------------------------------
@@ -418,7 +427,7 @@ def test_input_dilation_configs_stay_direct():
     """``conv`` never dilates the input, but a config that does is not for fft/shift."""
     import dataclasses
 
-    from jaxconv._methods import dispatch
+    from jaxconv.convolution.methods import dispatch
 
     cfg, _ = conv_config(
         (1, 2, 5),
@@ -476,7 +485,7 @@ def test_auto_compiles_to_the_picked_methods_program():
 def test_fft_both_contraction_forms_agree_with_direct(monkeypatch, fused):
     """The fused broadcast-sum contraction (small channel blocks) and the einsum one (large
     blocks) give the same values and gradients; force each form on one configuration."""
-    from jaxconv._methods import fft as fft_module
+    from jaxconv.convolution.methods import fft as fft_module
 
     limit = 10**9 if fused else 0
     monkeypatch.setattr(fft_module, "_FUSED_BLOCK", limit)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jaxconv._compat import enable_x64
-from jaxconv._pad import pad, pad_adjoint
+from jaxconv.convolution.padding_modes import pad, pad_adjoint
 
 
 def test_reflect_by_hand():

@@ -1,17 +1,8 @@
-"""Convolution methods behind ``conv(..., method=...)``.
+"""What every convolution method shares: the static geometry of one convolution, the
+layout moves into and out of the channels-first form the fast methods compute in, and the
+:class:`MethodPlan` that :func:`jaxconv.convolution.methods.dispatch` builds once per call.
 
-Each method takes the same normalised :class:`~jaxconv._config.ConvConfig` and carries its
-own hand-derived VJP:
-
-- ``"direct"``: one XLA convolution forward, two backward (:mod:`jaxconv._conv_vjp`);
-- ``"fft"``: real FFTs over the spatial axes, gradients in the frequency domain
-  (:mod:`jaxconv._methods.fft`);
-- ``"shift"``: a sum of shifted, per-channel-scaled slices for depthwise and small grouped
-  convolutions (:mod:`jaxconv._methods.shift`).
-
-:func:`dispatch` resolves ``"auto"`` at trace time from static shapes with the cost model of
-:mod:`jaxconv._methods.auto`. The helpers here are the pure-int geometry every method shares
-and the layout moves into and out of the channels-first form the methods compute in.
+Plain ints in, plain ints out, except for the four layout moves (transposes).
 """
 
 from __future__ import annotations
@@ -25,15 +16,19 @@ import numpy as np
 from jax import lax
 from numpy.typing import DTypeLike
 
+from ..._dtypes import compute_dtype
+from ..._shapes import conv_output_size, dilate_dim
 from .._config import ConvConfig, split_shapes
-from .._shapes import conv_output_size, dilate_dim
 
 __all__ = [
     "Geometry",
     "MethodPlan",
-    "dispatch",
     "geometry",
-    "unsupported_reason",
+    "plain_conv_reason",
+    "w_from_cf",
+    "w_to_cf",
+    "x_from_cf",
+    "x_to_cf",
 ]
 
 
@@ -109,12 +104,12 @@ def geometry(x_shape: Sequence[int], w_shape: Sequence[int], cfg: ConvConfig) ->
 
 def x_to_cf(x: jax.Array, cfg: ConvConfig) -> jax.Array:
     """``(N, *S, C)`` -> ``(N, C, *S)`` when ``cfg`` is channels-last (identity otherwise)."""
-    return jnp_moveaxis(x, -1, 1) if cfg.channels_last else x
+    return _moveaxis(x, -1, 1) if cfg.channels_last else x
 
 
 def x_from_cf(x: jax.Array, cfg: ConvConfig) -> jax.Array:
     """Inverse of :func:`x_to_cf` (also for outputs, which share the input's layout)."""
-    return jnp_moveaxis(x, 1, -1) if cfg.channels_last else x
+    return _moveaxis(x, 1, -1) if cfg.channels_last else x
 
 
 def w_to_cf(w: jax.Array, cfg: ConvConfig) -> jax.Array:
@@ -133,16 +128,10 @@ def w_from_cf(w: jax.Array, cfg: ConvConfig) -> jax.Array:
     return lax.transpose(w, tuple(range(2, nd + 2)) + (1, 0))
 
 
-def jnp_moveaxis(x: jax.Array, src: int, dst: int) -> jax.Array:
+def _moveaxis(x: jax.Array, src: int, dst: int) -> jax.Array:
     perm = list(range(x.ndim))
     perm.insert(dst % x.ndim, perm.pop(src % x.ndim))
     return lax.transpose(x, tuple(perm))
-
-
-def compute_dtype(dtype: DTypeLike) -> np.dtype:
-    """The dtype the fast methods compute in: float64 stays, everything else is float32
-    (half precision accumulates in float32, as the direct method's gradients do)."""
-    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
 
 
 def output_dtype(cfg: ConvConfig, dtype: DTypeLike) -> np.dtype:
@@ -164,64 +153,32 @@ class MethodPlan:
     in_dtype: str
 
     @classmethod
-    def build(cls, x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig) -> Self:
-        """The plan for these arrays."""
+    def build(cls, x: jax.Array, b: jax.Array | None, cfg: ConvConfig, geo: Geometry) -> Self:
+        """The plan for these arrays (``geo`` is the geometry of ``x`` and the kernel)."""
         return cls(
             cfg=cfg,
-            geo=geometry(x.shape, w.shape, cfg),
+            geo=geo,
             has_bias=b is not None,
             compute=compute_dtype(x.dtype).name,
             out_dtype=output_dtype(cfg, x.dtype).name,
             in_dtype=np.dtype(x.dtype).name,
         )
 
+    @classmethod
+    def of(cls, plan: MethodPlan) -> Self:
+        """The same plan as a method's own subclass (which only adds derived properties)."""
+        return cls(**{f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)})
 
-def unsupported_reason(method: str, g: Geometry) -> str | None:
-    """Why ``method`` cannot compute the convolution ``g`` describes (``None``: it can)."""
-    if method == "direct":
-        return None
+
+def plain_conv_reason(g: Geometry) -> str | None:
+    """Why a method built for ``conv``'s configurations refuses ``g``, or ``None``.
+
+    ``conv`` never builds input dilation or batch groups; only ``conv_general_dilated``
+    (transposed convolutions, lax's weight-gradient form) does, and those stay direct.
+    """
     if any(d != 1 for d in g.lhs_dilation) or g.batch_group_count != 1:
-        # ``conv`` never builds these; ``conv_general_dilated``-style configs stay direct.
         return (
             "it needs lhs_dilation 1 and batch_group_count 1, got "
             f"{g.lhs_dilation} and {g.batch_group_count}"
         )
-    if method == "shift":
-        from .shift import shift_unsupported_reason
-
-        return shift_unsupported_reason(g)
-    return None  # "fft" handles every configuration ``conv`` accepts
-
-
-def dispatch(x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig) -> jax.Array:
-    """Run the convolution ``cfg`` describes with ``cfg.method`` (``"auto"`` resolved here).
-
-    Raises:
-      ValueError: an explicitly requested method that cannot handle this configuration.
-    """
-    from .._conv import direct
-    from .auto import choose_method
-
-    g = geometry(x.shape, w.shape, cfg)
-    method = cfg.method
-    if method == "auto":
-        method = choose_method(g, x.dtype).method
-    else:
-        reason = unsupported_reason(method, g)
-        if reason is not None:
-            raise ValueError(
-                f"`method`={method!r} cannot compute this convolution: {reason}; use "
-                "method='direct', 'fft' or 'auto'"
-            )
-    if g.empty:
-        method = "direct"  # nothing to transform: the XLA path handles empty arrays
-    cfg = dataclasses.replace(cfg, method=method)
-    if method == "fft":
-        from .fft import fft_conv
-
-        return fft_conv(x, w, b, cfg)
-    if method == "shift":
-        from .shift import shift_conv
-
-        return shift_conv(x, w, b, cfg)
-    return direct(x, w, b, cfg)
+    return None

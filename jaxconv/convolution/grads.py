@@ -27,27 +27,21 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from ._checks import check_float_array, check_same_dtype
+from .._checks import check_float_array, check_same_dtype, check_shape
+from .._dtypes import accumulation_dtype
+from .._shapes import vjp_lhs_padding, vjp_rhs_padding
 from ._config import ConvConfig, conv_config, output_shape
-from ._shapes import vjp_lhs_padding, vjp_rhs_padding
 
 __all__ = [
-    "accumulation_dtype",
     "bias_grad",
     "conv_input_grad",
     "conv_weight_grad",
     "input_grad",
     "weight_grad",
 ]
-
-
-def accumulation_dtype(dtype: Any) -> np.dtype | None:
-    """float32 accumulation for half-precision inputs, the input's own dtype otherwise."""
-    return np.dtype(np.float32) if np.dtype(dtype).itemsize < 4 else None
 
 
 def _swap_io(spec: Sequence[int]) -> tuple[int, ...]:
@@ -193,9 +187,6 @@ def _grad_config(
     channels_last: Any,
     precision: Any,
 ) -> ConvConfig:
-    for name, shape in ((name_in, input_shape), ("weight_shape", weight_shape)):
-        if not all(isinstance(s, int | np.integer) and s >= 0 for s in shape):
-            raise TypeError(f"`{name}` must be a sequence of non-negative ints, got {shape!r}")
     nd = len(weight_shape) - 2
     if nd < 1 or len(input_shape) != nd + 2 or len(dy_shape) != nd + 2:
         raise ValueError(
@@ -262,7 +253,7 @@ def conv_input_grad(
     Array([[[1., 3., 6., 5., 3.]]], dtype=float32)
     """
     w, dy = _float_operands(("w", w), ("dy", dy))
-    input_shape = tuple(input_shape)
+    input_shape = check_shape(input_shape, "input_shape")
     cfg = _grad_config(
         "input_shape",
         input_shape,
@@ -319,7 +310,7 @@ def conv_weight_grad(
     Array([[[3., 6., 9.]]], dtype=float32)
     """
     x, dy = _float_operands(("x", x), ("dy", dy))
-    weight_shape = tuple(weight_shape)
+    weight_shape = check_shape(weight_shape, "weight_shape")
     cfg = _grad_config(
         "x",
         x.shape,

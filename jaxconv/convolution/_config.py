@@ -14,22 +14,17 @@ from typing import Any
 import numpy as np
 from jax import lax
 
-from ._checks import (
+from .._checks import (
     check_bool,
-    check_choice,
     check_float_array,
     check_int,
     check_same_dtype,
     normalize_tuple,
 )
-from ._shapes import check_kernel_fits, conv_output_size, resolve_padding
+from .._shapes import Pairs, check_kernel_fits, conv_output_size, resolve_padding
+from .padding_modes import check_mode_padding
 
-__all__ = ["METHODS", "PADDING_MODES", "ConvConfig", "conv_config", "layout_numbers"]
-
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-METHODS = ("auto", "direct", "fft", "shift")
-
-Pairs = tuple[tuple[int, int], ...]
+__all__ = ["ConvConfig", "conv_config", "layout_numbers", "output_shape", "split_shapes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +57,12 @@ class ConvConfig:
     def channels_last(self) -> bool:
         return self.dimension_numbers.lhs_spec[1] == self.ndim + 1
 
+    @property
+    def exact_only(self) -> bool:
+        """``precision=HIGHEST`` (on both operands): ``auto`` keeps to exactly-summing methods."""
+        p = self.precision
+        return p is not None and all(q == lax.Precision.HIGHEST for q in p)
+
 
 def layout_numbers(ndim: int, channels_last: bool) -> lax.ConvDimensionNumbers:
     """Dimension numbers for channels-first ``(N, C, *S)``/``(O, I, *K)`` or channels-last
@@ -74,22 +75,28 @@ def layout_numbers(ndim: int, channels_last: bool) -> lax.ConvDimensionNumbers:
     return lax.ConvDimensionNumbers(lhs, rhs, lhs)
 
 
-def canonical_precision(precision: Any) -> Any:
-    """A hashable precision accepted by ``lax`` (validated now, not at trace time)."""
+def _precision_value(p: Any) -> Any:
+    if isinstance(p, lax.Precision) or isinstance(p, getattr(lax, "DotAlgorithmPreset", ())):
+        return p
+    if isinstance(p, str):
+        return lax.Precision(p)  # 'default', 'high', 'highest', 'float32', ... (lax's names)
+    raise ValueError(p)
+
+
+def canonical_precision(precision: Any) -> tuple[Any, Any] | None:
+    """``precision`` as lax's hashable ``(lhs, rhs)`` pair, validated now, not at trace time."""
     if precision is None:
         return None
     try:
-        from jax._src.lax.lax import canonicalize_precision
-
-        out = canonicalize_precision(precision)
-    except (ValueError, TypeError, KeyError) as e:
+        if isinstance(precision, tuple | list) and len(precision) == 2:
+            return (_precision_value(precision[0]), _precision_value(precision[1]))
+        p = _precision_value(precision)
+        return (p, p)
+    except ValueError:
         raise ValueError(
             "`precision` must be None, a jax.lax.Precision, a name lax accepts ('default', "
             f"'high', 'highest', 'fastest', 'float32', ...) or a pair of them, got {precision!r}"
-        ) from e
-    except ImportError:  # pragma: no cover - private helper moved
-        out = precision
-    return out
+        ) from None
 
 
 def canonical_preferred(preferred_element_type: Any) -> np.dtype | None:
@@ -131,12 +138,12 @@ def check_conv_arrays(x: Any, w: Any, bias: Any, *, x_name: str = "x", w_name: s
     return wnd - 2
 
 
-def check_bias(bias: Any, c_out: int) -> None:
+def check_bias(bias_shape: Sequence[int] | None, c_out: int) -> None:
     """``bias`` is ``None`` or has shape ``(C_out,)``."""
-    if bias is not None and tuple(np.shape(bias)) != (c_out,):
+    if bias_shape is not None and tuple(bias_shape) != (c_out,):
         raise ValueError(
             f"`bias` must have shape (C_out,) = ({c_out},) or be None, got shape "
-            f"{tuple(np.shape(bias))}"
+            f"{tuple(bias_shape)}"
         )
 
 
@@ -183,13 +190,19 @@ def conv_config(
     groups: Any,
     flip: Any,
     channels_last: Any,
-    method: Any = "direct",
+    method: str = "direct",
     precision: Any = None,
     preferred_element_type: Any = None,
+    bias_shape: Sequence[int] | None = None,
+    padding_mode: str = "zeros",
     x_name: str = "x",
     w_name: str = "w",
 ) -> tuple[ConvConfig, Pairs]:
-    """Validate ``conv``-style arguments; returns the config and the resolved padding pairs."""
+    """Validate ``conv``-style arguments; returns the config and the resolved padding pairs.
+
+    ``method`` must already be checked (the method registry does it); every other argument
+    is checked here, once, with the caller's own argument names in the messages.
+    """
     nd = len(w_shape) - 2
     flip = check_bool(flip, "flip")
     channels_last = check_bool(channels_last, "channels_last")
@@ -201,9 +214,10 @@ def conv_config(
         raise ValueError(
             f"`{w_name}` must have every spatial size >= 1, got shape {tuple(w_shape)}"
         )
+    check_bias(bias_shape, c_out)
     pairs = resolve_padding(padding, spatial, kernel, strides, dilations)
-    check_kernel_fits(spatial, kernel, pairs, dilations)
-    check_choice(method, "method", METHODS)
+    check_mode_padding(padding_mode, pairs, spatial)
+    check_kernel_fits(spatial, kernel, pairs, dilations, kernel_name=w_name)
     cfg = ConvConfig(
         window_strides=strides,
         padding=pairs,

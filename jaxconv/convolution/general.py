@@ -12,10 +12,10 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from ._checks import check_float_array, check_int, check_same_dtype, normalize_tuple
+from .._checks import check_float_array, check_int, check_same_dtype, normalize_tuple
+from .._shapes import check_kernel_fits, dilate_dim, resolve_padding
 from ._config import ConvConfig, canonical_precision, canonical_preferred
-from ._conv import _conv
-from ._shapes import check_kernel_fits, dilate_dim, resolve_padding
+from .methods.direct import direct_conv
 
 __all__ = ["conv_general_dilated"]
 
@@ -145,7 +145,9 @@ def conv_general_dilated(
     ]
     if any(p < 0 for p in padded):
         raise ValueError(f"`padding` {pairs} crops more than the whole input {spatial}")
-    check_kernel_fits(spatial, kernel, pairs, rhs_dil, lhs_dil)
+    check_kernel_fits(
+        spatial, kernel, pairs, rhs_dil, lhs_dil, kernel_name="rhs", dilation_name="rhs_dilation"
+    )
     cfg = ConvConfig(
         window_strides=strides,
         padding=pairs,
@@ -157,4 +159,4 @@ def conv_general_dilated(
         precision=canonical_precision(precision),
         preferred_element_type=canonical_preferred(preferred_element_type),
     )
-    return _conv(lhs, rhs, None, cfg)
+    return direct_conv(lhs, rhs, None, cfg)

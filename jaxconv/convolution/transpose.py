@@ -22,13 +22,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
-from ._checks import check_bool, check_int, normalize_pairs, normalize_tuple
-from ._config import ConvConfig, check_bias, check_conv_arrays, layout_numbers
-from ._conv import conv_forward
-from ._conv_vjp import bias_grad, input_grad, weight_grad
-from ._shapes import conv_transpose_output_size
+from .._checks import check_bool, check_int, normalize_pairs, normalize_tuple
+from .._shapes import channel_shape, conv_transpose_output_size
+from ._config import ConvConfig, canonical_precision, check_bias, check_conv_arrays, layout_numbers
+from .grads import bias_grad, input_grad, weight_grad
+from .methods.direct import conv_forward
 
 __all__ = ["conv_transpose"]
 
@@ -43,9 +44,7 @@ def _conv_transpose(
 def _conv_transpose_forward(x, w, b, out_shape, cfg):
     z = input_grad(x, w, out_shape, cfg)
     if b is not None:
-        shape = [1] * z.ndim
-        shape[cfg.dimension_numbers.lhs_spec[1]] = b.shape[0]
-        z = z + b.reshape(shape)
+        z = z + b.reshape(channel_shape(z.ndim, cfg.dimension_numbers.lhs_spec[1], b.shape[0]))
     return z
 
 
@@ -118,7 +117,6 @@ def conv_transpose(
     >>> conv_transpose(jnp.ones((1, 1, 3)), jnp.array([[[1.0, 2.0, 3.0]]]))
     Array([[[1., 3., 6., 5., 3.]]], dtype=float32)
     """
-    from ._config import canonical_precision
 
     nd = check_conv_arrays(x, w, bias)
     x, w = jnp.asarray(x), jnp.asarray(w)
@@ -165,7 +163,7 @@ def conv_transpose(
             f"`padding` {pairs} removes every output cell: the output's spatial shape would "
             f"be {out_spatial} for input spatial shape {tuple(spatial)}"
         )
-    check_bias(bias, c_out)
+    check_bias(None if bias is None else np.shape(bias), c_out)
     cfg = ConvConfig(
         window_strides=strides,
         padding=tuple((lo, hi - op) for (lo, hi), op in zip(pairs, out_pad, strict=True)),

@@ -20,20 +20,21 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._checks import check_choice
+from .._checks import check_choice
+from .._shapes import Pairs
 
-__all__ = ["check_mode_padding", "pad", "pad_adjoint"]
+__all__ = ["PADDING_MODES", "check_mode_padding", "pad", "pad_adjoint"]
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 JNP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-
-Pairs = tuple[tuple[int, int], ...]
 
 
 def check_mode_padding(
     mode: str, pairs: Pairs, spatial: Sequence[int], name: str = "padding"
 ) -> None:
     """PyTorch's limits: ``reflect`` needs pad < size, ``circular`` pad <= size."""
-    check_choice(mode, "padding_mode", ("zeros", "reflect", "replicate", "circular"))
+    check_choice(mode, "padding_mode", PADDING_MODES)
     for (lo, hi), size in zip(pairs, spatial, strict=True):
         if mode == "reflect" and max(lo, hi) >= size:
             raise ValueError(

@@ -1,70 +1,22 @@
-"""``jaxconv.conv``: N-d convolution whose VJP is the lecture's derivation, by hand."""
+"""``jaxconv.conv``: the validating public wrapper. It builds the static configuration once
+and hands the arrays to :func:`~jaxconv.convolution.methods.dispatch`, which runs a method
+(each with its own hand-derived VJP)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.typing import ArrayLike
 
-from ._config import ConvConfig, check_bias, check_conv_arrays, conv_config, split_shapes
-from ._conv_vjp import bias_grad, input_grad, weight_grad
-from ._pad import check_mode_padding, pad
+from ._config import check_conv_arrays, conv_config
+from .methods import check_method, dispatch
+from .padding_modes import pad
 
-__all__ = ["conv", "conv_forward"]
-
-
-def conv_forward(x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig) -> jax.Array:
-    """The forward convolution ``cfg`` describes (cross-correlation unless ``cfg.flip``)."""
-    k = lax.rev(w, cfg.dimension_numbers.rhs_spec[2:]) if cfg.flip else w
-    y = lax.conv_general_dilated(
-        x,
-        k,
-        window_strides=cfg.window_strides,
-        padding=cfg.padding,
-        lhs_dilation=cfg.lhs_dilation,
-        rhs_dilation=cfg.rhs_dilation,
-        dimension_numbers=cfg.dimension_numbers,
-        feature_group_count=cfg.feature_group_count,
-        batch_group_count=cfg.batch_group_count,
-        precision=cfg.precision,
-        preferred_element_type=cfg.preferred_element_type,
-    )
-    if b is not None:
-        shape = [1] * y.ndim
-        shape[cfg.dimension_numbers.out_spec[1]] = b.shape[0]
-        y = y + b.astype(y.dtype).reshape(shape)
-    return y
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _conv(x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig) -> jax.Array:
-    return conv_forward(x, w, b, cfg)
-
-
-def _conv_fwd(x, w, b, cfg):
-    # Residuals: the two operands. dW needs x and dX needs w; the output is never needed.
-    return conv_forward(x, w, b, cfg), (x, w, b is not None)
-
-
-# Forward:  Y[i]   = sum_a X[S*i + D*a - P] W[a]            (per channel pair, summed over c)
-# dL/dW:    dW[a]  = sum_i dY[i] X[S*i + D*a - P]           (correlate X with stride-dilated dY)
-# dL/dX:    dX[q]  = sum_{S*i + D*a - P = q} dY[i] W[a]      (stride-dilated dY * flipped W)
-# dL/db:    db[o]  = sum over batch and space of dY[o]
-def _conv_bwd(cfg, res, dy):
-    x, w, has_bias = res
-    dx = input_grad(dy, w, x.shape, cfg)
-    dw = weight_grad(x, dy, w.shape, cfg)
-    db = bias_grad(dy, cfg, x.dtype) if has_bias else None
-    return dx, dw, db
-
-
-_conv.defvjp(_conv_fwd, _conv_bwd)
+__all__ = ["conv"]
 
 
 def conv(
@@ -139,13 +91,10 @@ def conv(
     >>> conv(x, jnp.array([[[1.0, 2.0, 3.0]]]), flip=True)  # 0*3 + 1*2 + 2*1, ...
     Array([[[ 4., 10., 16.]]], dtype=float32)
     """
-    from ._methods import dispatch
-
     nd = check_conv_arrays(x, w, bias)
+    method = check_method(method)
     x, w = jnp.asarray(x), jnp.asarray(w)
     bias = None if bias is None else jnp.asarray(bias)
-    _, _, spatial, c_out, _, _ = split_shapes(x.shape, w.shape, bool(channels_last))
-    check_bias(bias, c_out)
     cfg, pairs = conv_config(
         x.shape,
         w.shape,
@@ -158,8 +107,9 @@ def conv(
         method=method,
         precision=precision,
         preferred_element_type=preferred_element_type,
+        bias_shape=None if bias is None else bias.shape,
+        padding_mode=padding_mode,
     )
-    check_mode_padding(padding_mode, pairs, spatial)
     if padding_mode != "zeros":
         # The padding was resolved against the unpadded input; pad with the mode (its own
         # VJP folds the copies back), then convolve with no further padding.
@@ -167,8 +117,3 @@ def conv(
             x = pad(x, padding_mode, tuple(cfg.dimension_numbers.lhs_spec[2:]), pairs)
         cfg = dataclasses.replace(cfg, padding=((0, 0),) * nd)
     return dispatch(x, w, bias, cfg)
-
-
-def direct(x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig) -> jax.Array:
-    """``method="direct"``: one XLA convolution forward, two (hand-chosen) backward."""
-    return _conv(x, w, b, cfg)

@@ -1,0 +1,63 @@
+"""The ways of computing a convolution, behind ``conv(..., method=...)``, and ``auto``.
+
+Each method is one module with its own hand-derived VJP and one :class:`~.registry.Method`
+entry (``supports``, ``cost``, ``run``), registered below:
+
+- ``"direct"`` (:mod:`.direct`): one XLA convolution forward, two backward;
+- ``"fft"`` (:mod:`.fft`): real FFTs over the spatial axes, gradients in the frequency domain;
+- ``"shift"`` (:mod:`.shift`): depthwise and small grouped convolutions as sums of shifted,
+  per-channel-scaled slices.
+
+:func:`dispatch` builds the static :class:`~.plan.MethodPlan` once per call, resolves
+``"auto"`` with the cost model of :mod:`.auto`, and runs the method. To add a method, write
+its module (the three functions and the VJP) and add one :func:`register` line here; ``auto``,
+``explain_method``, ``jaxconv verify`` and the method tests pick it up from the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+from ..._checks import check_choice
+from .._config import ConvConfig
+from . import direct, fft, shift
+from .auto import choose_method
+from .plan import MethodPlan, geometry
+from .registry import Method, get, names, register, unregister
+
+__all__ = ["Method", "check_method", "dispatch", "names", "register", "unregister"]
+
+register(direct.METHOD)
+register(fft.METHOD)
+register(shift.METHOD)
+
+
+def check_method(method: object) -> str:
+    """``method`` is ``"auto"`` or a registered name."""
+    return check_choice(method, "method", ("auto", *names()))
+
+
+def dispatch(x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig) -> jax.Array:
+    """Run the convolution ``cfg`` describes with ``cfg.method`` (``"auto"`` resolved here).
+
+    Raises:
+      ValueError: an explicitly requested method that cannot handle this configuration.
+    """
+    geo = geometry(x.shape, w.shape, cfg)
+    name = cfg.method
+    if name == "auto":
+        name = choose_method(geo, x.dtype, exact_only=cfg.exact_only).method
+    else:
+        reason = get(name).supports(geo)
+        if reason is not None:
+            able = [repr(m) for m in names() if m != name and get(m).supports(geo) is None]
+            raise ValueError(
+                f"`method`={name!r} cannot compute this convolution: {reason}; use "
+                f"method={', '.join(able)} or 'auto'"
+            )
+    if geo.empty:
+        name = "direct"  # nothing to transform: the XLA path handles empty arrays
+    cfg = dataclasses.replace(cfg, method=name)
+    return get(name).run(x, w, b, MethodPlan.build(x, b, cfg, geo))
