@@ -15,15 +15,19 @@ A suite is a module of this package with one entry point::
   counts (a case, a compilation). :class:`NullProgress` ignores both.
 - It returns :class:`Table` objects: the medians and ratios the command prints as a table,
   writes as JSON and draws as a bar chart of ``Table.ratios``. Cells are plain Python
-  values (``str``, ``int``, ``float``; ``None`` for "not measured"), so every table
-  serialises to JSON as it is.
+  values, so every table serialises to JSON as it is: ``str`` (``""`` for a blank cell),
+  ``int``, ``float``, or ``None`` for "not measured" (shown as ``n/a``). The command formats
+  floats by column name: a column ending in ``ms`` with two decimals, one ending in ``err``
+  as ``1.2e-05``, any other with three decimals.
 
 A suite checks its contenders agree (against ``jax.grad`` of ``lax``) before it times them,
 times them with :func:`jaxconv._bench.timing.time_round_robin`, and states whether its goals
 were met in ``Table.passed`` and a note. It never raises on a missed goal.
 
-Suites import jaxconv's public names only; the command registers them by module name in
-:mod:`jaxconv._bench.cli`.
+Suites import jaxconv's public names only. The command finds them by module name
+(``jaxconv._bench.cli.SUITES``); a suite ``X`` gets a wrapper script
+``benchmarks/bench_X.py`` whose ``main(argv)`` returns
+``jaxconv._bench.cli.script("X", argv)`` (the command's options, less ``--suite``).
 """
 
 from __future__ import annotations

@@ -19,10 +19,18 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["balanced_orders", "block", "geomean", "summarize", "time_round_robin"]
+__all__ = [
+    "balanced_orders",
+    "block",
+    "blocking",
+    "geomean",
+    "rel_err",
+    "summarize",
+    "time_round_robin",
+]
 
 
 def block(result: Any) -> Any:
@@ -30,6 +38,11 @@ def block(result: Any) -> Any:
     import jax
 
     return jax.block_until_ready(result)
+
+
+def blocking(fn: Callable[..., Any], args: Sequence[Any]) -> Callable[[], Any]:
+    """A zero-argument callable running ``fn(*args)`` and waiting for its result."""
+    return lambda: block(fn(*args))
 
 
 def _calibrate(fn: Callable[[], Any], min_sample_s: float) -> int:
@@ -113,3 +126,15 @@ def geomean(values: Iterable[float]) -> float:
     if not xs or any(not v > 0.0 for v in xs):
         return math.nan
     return math.exp(sum(math.log(v) for v in xs) / len(xs))
+
+
+def rel_err(actual: Any, expected: Any) -> float:
+    """Worst absolute difference over the largest magnitude of ``expected`` (in float64).
+
+    Relative to the whole array's scale rather than per element, so an element that is zero
+    by structure (where another algorithm returns rounding noise) does not blow it up.
+    """
+    import numpy as np
+
+    a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return float(np.max(np.abs(a - e)) / max(float(np.max(np.abs(e))), 1e-30))
