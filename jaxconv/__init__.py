@@ -10,12 +10,12 @@ from .convolution import conv_input_grad as conv_input_grad
 from .convolution import conv_transpose as conv_transpose
 from .convolution import conv_weight_grad as conv_weight_grad
 from .convolution import explain_method as explain_method
-from ._pool import adaptive_avg_pool as adaptive_avg_pool
-from ._pool import adaptive_max_pool as adaptive_max_pool
-from ._pool import avg_pool as avg_pool
-from ._pool import lp_pool as lp_pool
-from ._pool import max_pool as max_pool
-from ._pool import max_unpool as max_unpool
+from .pool import adaptive_avg_pool as adaptive_avg_pool
+from .pool import adaptive_max_pool as adaptive_max_pool
+from .pool import avg_pool as avg_pool
+from .pool import lp_pool as lp_pool
+from .pool import max_pool as max_pool
+from .pool import max_unpool as max_unpool
 
 __version__ = "0.1.0"
 

@@ -21,9 +21,9 @@ from jax import lax
 
 from . import _pool_reference as ref
 from ._compat import enable_x64
-from ._pool import adaptive_avg_pool, adaptive_max_pool, avg_pool, lp_pool, max_pool, max_unpool
-from ._pool_shapes import pool_output_size, spatial_axes
 from ._tolerances import relative_error, tolerance
+from .pool import adaptive_avg_pool, adaptive_max_pool, avg_pool, lp_pool, max_pool, max_unpool
+from .pool._geometry import pool_output_size, spatial_axes
 
 __all__ = ["FD_STEP", "FD_TOLERANCE", "POOL_OPS", "lax_avg_pool", "lax_max_pool", "run_pool_case"]
 

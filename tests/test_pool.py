@@ -20,8 +20,7 @@ from jax import lax
 from jax.ad_checkpoint import print_saved_residuals
 
 from jaxconv import _pool_reference as ref
-from jaxconv._compat import enable_x64
-from jaxconv._pool import (
+from jaxconv import (
     adaptive_avg_pool,
     adaptive_max_pool,
     avg_pool,
@@ -29,6 +28,7 @@ from jaxconv._pool import (
     max_pool,
     max_unpool,
 )
+from jaxconv._compat import enable_x64
 from jaxconv._pool_strategies import adaptive_pool_cases, pool_array, pool_cases
 from jaxconv._tolerances import relative_error, tolerance
 from jaxconv._verify_pool import POOL_OPS, lax_avg_pool, lax_max_pool, run_pool_case

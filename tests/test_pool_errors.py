@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxconv._pool import (
+from jaxconv import (
     adaptive_avg_pool,
     adaptive_max_pool,
     avg_pool,
@@ -40,7 +40,7 @@ X = jnp.zeros((1, 2, 6, 6), jnp.float32)
             lambda: max_pool(X, 3, padding=2),
             ValueError,
             "`padding` must be at most half of `window` (padding <= window // 2, as PyTorch "
-            "requires) in every dimension, got padding=(2, 2) for window=(3, 3)",
+            "requires) in every dimension, got padding=2 for window=3",
         ),
         (
             lambda: avg_pool(X, 2, padding=-1),
@@ -82,13 +82,33 @@ X = jnp.zeros((1, 2, 6, 6), jnp.float32)
         (
             lambda: max_pool(X, 7),
             ValueError,
-            "`x` spatial size (6, 6) is too small for window=(7, 7), stride=(7, 7), "
-            "padding=(0, 0), dilation=(1, 1): the output would be (0, 0), got an output size < 1",
+            "`x` must be large enough for one window in every spatial dimension with window=7, "
+            "stride=None, padding=0, dilation=1 (its output would have spatial size (0, 0)), "
+            "got shape (1, 2, 6, 6)",
+        ),
+        (
+            lambda: max_pool(X, (2, 7), 1, ceil_mode=True),
+            ValueError,
+            "with window=(2, 7), stride=1, padding=0, dilation=1, ceil_mode=True (its output "
+            "would have spatial size (5, 0)), got shape (1, 2, 6, 6)",
+        ),
+        (  # a pool without padding or dilation arguments is not told about them
+            lambda: avg_pool(X, 9, padding=1),
+            ValueError,
+            "with window=9, stride=None, padding=1 (its output would have spatial size (0, 0))",
+        ),
+        (
+            lambda: lp_pool(X, 2, (7, 2)),
+            ValueError,
+            "with window=(7, 2), stride=None (its output would have spatial size (0, 3)), got "
+            "shape (1, 2, 6, 6)",
         ),
         (
             lambda: max_pool(jnp.zeros((1, 1, 1)), 2, 1, 1, 2),
             ValueError,
-            "a window would lie entirely in the padding",
+            "`x` must be large enough that no window with window=2, stride=1, padding=1, "
+            "dilation=2 lies entirely in the padding (a window would lie entirely in the padding "
+            "of a dimension of length 1), got shape (1, 1, 1)",
         ),
         (
             lambda: max_pool(X, 2.0),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxconv._pool_shapes import (
+from jaxconv.pool._geometry import (
     adaptive_bounds,
     adaptive_inverse,
     avg_divisors,

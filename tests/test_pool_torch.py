@@ -13,8 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxconv._compat import enable_x64
-from jaxconv._pool import (
+from jaxconv import (
     adaptive_avg_pool,
     adaptive_max_pool,
     avg_pool,
@@ -22,6 +21,7 @@ from jaxconv._pool import (
     max_pool,
     max_unpool,
 )
+from jaxconv._compat import enable_x64
 from jaxconv._pool_strategies import pool_array
 
 torch = pytest.importorskip("torch")

@@ -1,4 +1,4 @@
-"""Pooling window arithmetic: plain ints in, plain ints out (no arrays).
+"""Pooling window arithmetic and the frozen geometries: plain ints in, plain ints out.
 
 One spatial dimension at a time, with PyTorch's conventions. For an input of length ``L``,
 window ``k``, stride ``s``, symmetric padding ``p`` and dilation ``d``, output ``o`` reads the
@@ -16,6 +16,7 @@ __all__ = [
     "PoolGeometry",
     "adaptive_bounds",
     "adaptive_inverse",
+    "adaptive_sizes",
     "adaptive_window",
     "avg_divisors",
     "ceil_div",
@@ -24,9 +25,14 @@ __all__ = [
     "phase_length",
     "pool_extent",
     "pool_output_size",
+    "regular_geometry",
     "spatial_axes",
-    "uniform_adaptive",
 ]
+
+
+def ceil_div(a: int, b: int) -> int:
+    """``ceil(a / b)`` for ints (``b > 0``), without going through floats."""
+    return -(-a // b)
 
 
 def pool_output_size(
@@ -64,7 +70,7 @@ def offset_phase(offset: int, stride: int, dilation: int) -> tuple[int, int]:
 
 def phase_length(extent: int, stride: int) -> int:
     """Entries per stride phase covering ``extent`` padded positions: ``ceil(extent / s)``."""
-    return -(-extent // stride)
+    return ceil_div(extent, stride)
 
 
 def avg_divisors(
@@ -114,7 +120,12 @@ def first_valid_offsets(
 
 def adaptive_bounds(length: int, out: int) -> tuple[tuple[int, int], ...]:
     """PyTorch's adaptive windows: ``[floor(i*L/out), ceil((i+1)*L/out))`` for each output."""
-    return tuple(((i * length) // out, -(-((i + 1) * length) // out)) for i in range(out))
+    return tuple(((i * length) // out, ceil_div((i + 1) * length, out)) for i in range(out))
+
+
+def adaptive_sizes(length: int, out: int) -> tuple[int, ...]:
+    """Length of each adaptive window (they differ by at most one, and may overlap)."""
+    return tuple(end - start for start, end in adaptive_bounds(length, out))
 
 
 def adaptive_inverse(length: int, out: int) -> tuple[tuple[int, ...], ...]:
@@ -124,7 +135,7 @@ def adaptive_inverse(length: int, out: int) -> tuple[tuple[int, ...], ...]:
     the end) to a common length, so the backward gathers instead of scattering.
     """
     bounds = adaptive_bounds(length, out)
-    kmax = max(end - start for start, end in bounds)
+    kmax = adaptive_window(length, out)
     readers: list[list[int]] = [[] for _ in range(length)]
     for o, (start, end) in enumerate(bounds):
         for a in range(end - start):
@@ -136,17 +147,7 @@ def adaptive_inverse(length: int, out: int) -> tuple[tuple[int, ...], ...]:
 
 def adaptive_window(length: int, out: int) -> int:
     """Widest adaptive window along one dimension."""
-    return max(end - start for start, end in adaptive_bounds(length, out))
-
-
-def uniform_adaptive(length: int, out: int) -> bool:
-    """Whether the adaptive windows are the regular pool with ``k = s = L / out``."""
-    return length % out == 0
-
-
-def ceil_div(a: int, b: int) -> int:
-    """``ceil(a / b)`` for ints."""
-    return -(-a // b)
+    return max(adaptive_sizes(length, out))
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,24 @@ class AdaptiveGeometry:
         return tuple(
             adaptive_window(n, o) for n, o in zip(self.in_size, self.out_size, strict=True)
         )
+
+
+def regular_geometry(geom: AdaptiveGeometry) -> PoolGeometry | None:
+    """The regular pool ``k = s = L / out`` (no padding) equal to ``geom``, if ``out`` divides
+    every ``L``; then ``adaptive_bounds`` are exactly its windows. Else ``None``."""
+    if any(n % o for n, o in zip(geom.in_size, geom.out_size, strict=True)):
+        return None
+    window = tuple(n // o for n, o in zip(geom.in_size, geom.out_size, strict=True))
+    return PoolGeometry(
+        in_size=geom.in_size,
+        window=window,
+        stride=window,
+        padding=(0,) * geom.rank,
+        dilation=(1,) * geom.rank,
+        ceil_mode=False,
+        channels_last=geom.channels_last,
+        out_size=geom.out_size,
+    )
 
 
 def spatial_axes(rank: int, channels_last: bool) -> tuple[int, ...]:

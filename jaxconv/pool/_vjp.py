@@ -1,0 +1,173 @@
+"""The backward pieces the pools share: routing gradients back without scattering.
+
+Every function here is built from ``lax.pad``, ``lax.slice``, ``jnp.where``, ``reshape``,
+``stack`` and gathers with static indices: no ``select_and_scatter_add``, no scatter with
+colliding indices, no ``jax.vjp``. So the results are bitwise reproducible on every backend,
+and JAX can differentiate this code again in both modes (grad-of-grad, ``jax.hessian``).
+
+Notation for one spatial dimension: input length ``L``, window ``k``, stride ``s``, padding
+``p``, dilation ``d``; output ``o`` reads padded position ``q = o*s + a*d`` for offsets
+``a = 0..k-1``, i.e. input position ``q - p``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ._geometry import AdaptiveGeometry, PoolGeometry, adaptive_inverse, offset_phase, phase_length
+from ._windows import pad_axes, window_axes, window_offsets
+
+__all__ = [
+    "crop_padding",
+    "materialized",
+    "place_by_phase",
+    "spread_blocks",
+    "transpose_adaptive_gather",
+    "winner_blocks",
+]
+
+
+def materialized(a: jax.Array) -> jax.Array:
+    """Identity that XLA computes once and stores (a residual for the backward).
+
+    Fused into the backward, the forward's argmax (or window-sum) chain would be recomputed
+    for every window offset that reads it -- 5-10x slower on CPU -- and XLA's CPU pipeline
+    drops ``lax.optimization_barrier`` before fusion. A conditional's operands are always
+    materialised: on the CPU the codes pass through one whose branches are both the
+    identity, so its data-dependent predicate (which XLA cannot fold away) does not matter;
+    under ``vmap`` it becomes a cheap select. Elsewhere (GPU, TPU), where the barrier holds
+    and a conditional would cost a device-to-host sync, the barrier is used.
+    """
+    if a.size == 0:
+        return a
+
+    def on_cpu(v: jax.Array) -> jax.Array:
+        pred = v.reshape(-1)[0] > jnp.zeros((), v.dtype)
+        return lax.cond(pred, lambda w: w, lambda w: w * jnp.ones((), w.dtype), v)
+
+    return lax.platform_dependent(a, cpu=on_cpu, default=lax.optimization_barrier)
+
+
+def crop_padding(dx_padded: jax.Array, geom: PoolGeometry) -> jax.Array:
+    """Padded-coordinate gradient -> input gradient: drop ``p`` on the left, fit ``L``.
+
+    The implicit padding never receives gradient; positions past the last window get zero.
+    """
+    pads = {}
+    for axis, n, p in zip(geom.spatial_axes, geom.in_size, geom.padding, strict=True):
+        pads[axis] = (-p, n + p - dx_padded.shape[axis])
+    return pad_axes(dx_padded, pads)
+
+
+def place_by_phase(
+    term: Callable[[int], jax.Array | None], geom: PoolGeometry, like: jax.Array
+) -> jax.Array:
+    """``dX_pad[q] = sum_{(o, a): o*s + a*d = q} term(a)[o]`` for overlapping windows.
+
+    Split the padded axis by stride phase, ``q = t*s + r``. Offset ``a`` with
+    ``a*d = u*s + r`` lands on phase ``r`` at ``t = o + u``, so each phase is a sum of
+    output-resolution terms shifted by ``u`` (a zero pad), with no collisions; the phases
+    are then interleaved by ``stack`` + ``reshape``. ``term(code)`` is the contribution of
+    offset ``code`` at output resolution (``None`` for none); ``like`` gives shape and dtype.
+    """
+    axes = geom.spatial_axes
+    lengths = [phase_length(e, s) for e, s in zip(geom.extent, geom.stride, strict=True)]
+    phases: dict[tuple[int, ...], jax.Array] = {}
+    for code, offset in enumerate(window_offsets(geom.window)):
+        t = term(code)
+        if t is None:
+            continue
+        ru = [
+            offset_phase(a, s, d)
+            for a, s, d in zip(offset, geom.stride, geom.dilation, strict=True)
+        ]
+        phase = tuple(r for r, _ in ru)
+        pads = {
+            axis: (u, n_t - o - u)
+            for axis, (_, u), n_t, o in zip(axes, ru, lengths, geom.out_size, strict=True)
+        }
+        shifted = pad_axes(t, pads)
+        phases[phase] = shifted if phase not in phases else phases[phase] + shifted
+
+    phase_shape = list(like.shape)
+    for axis, n_t in zip(axes, lengths, strict=True):
+        phase_shape[axis] = n_t
+    zeros = jnp.zeros(phase_shape, like.dtype)
+
+    def interleave(prefix: tuple[int, ...]) -> jax.Array:
+        i = len(prefix)
+        if i == geom.rank:
+            return phases.get(prefix, zeros)
+        parts = [interleave(prefix + (r,)) for r in range(geom.stride[i])]
+        if len(parts) == 1:
+            return parts[0]
+        # axes of later dimensions sit after axes[i], so axes[i] is still in place
+        stacked = jnp.stack(parts, axis=axes[i] + 1)
+        shape = list(stacked.shape)
+        shape[axes[i] : axes[i] + 2] = [shape[axes[i]] * shape[axes[i] + 1]]
+        return stacked.reshape(shape)
+
+    return interleave(())
+
+
+def _with_window_axes(a: jax.Array, spatial_axes: Sequence[int]) -> jax.Array:
+    """``a`` at output resolution with a length-1 window axis after each spatial axis."""
+    shape: list[int] = []
+    for axis, n in enumerate(a.shape):
+        shape.append(n)
+        if axis in spatial_axes:
+            shape.append(1)
+    return a.reshape(shape)
+
+
+def spread_blocks(g: jax.Array, window: Sequence[int], spatial_axes: Sequence[int]) -> jax.Array:
+    """``B[.., o_i, a_i, ..] = G[.., o_i, ..]``: each output's value on its whole window."""
+    blocks = _with_window_axes(g, spatial_axes)
+    full = list(blocks.shape)
+    for axis, k in zip(window_axes(spatial_axes), window, strict=True):
+        full[axis] = k
+    return jnp.broadcast_to(blocks, full)
+
+
+def winner_blocks(
+    dy: jax.Array, winner: jax.Array, window: Sequence[int], spatial_axes: Sequence[int]
+) -> jax.Array:
+    """``B[.., o_i, a_i, ..] = dY[o]`` where ``a`` is output ``o``'s winner, else 0.
+
+    One broadcast compare of the winner code against the grid of window codes.
+    """
+    codes = np.arange(math.prod(window), dtype=np.dtype(winner.dtype))
+    grid_shape = [1] * (dy.ndim + len(window))
+    for axis, k in zip(window_axes(spatial_axes), window, strict=True):
+        grid_shape[axis] = k
+    grid = jnp.asarray(codes.reshape(grid_shape))
+    zero = jnp.zeros((), dy.dtype)
+    return jnp.where(
+        _with_window_axes(winner, spatial_axes) == grid, _with_window_axes(dy, spatial_axes), zero
+    )
+
+
+def transpose_adaptive_gather(g: jax.Array, geom: AdaptiveGeometry) -> jax.Array:
+    """Adjoint of the forward's window gather ``W[.., o, a, ..] = X[.., start_o + a, ..]``.
+
+    ``dX[l] = sum over windows (o, a) reading l of G[o, a]``: a gather through the static
+    inverse table (``adaptive_inverse``) and a sum in a fixed order, one dimension at a time.
+    """
+    for i in reversed(range(geom.rank)):
+        axis = geom.spatial_axes[i]  # earlier dims are still split as (o, a) pairs
+        pos = axis + i
+        n, o = geom.in_size[i], geom.out_size[i]
+        inverse = np.asarray(adaptive_inverse(n, o), dtype=np.int32)
+        shape = list(g.shape)
+        merged = shape[:pos] + [shape[pos] * shape[pos + 1]] + shape[pos + 2 :]
+        g = pad_axes(g.reshape(merged), {pos: (0, 1)})  # the sentinel reads a zero
+        g = jnp.take(g, jnp.asarray(inverse.reshape(-1)), axis=pos, mode="clip")
+        g = g.reshape(merged[:pos] + list(inverse.shape) + merged[pos + 1 :])
+        g = jnp.sum(g, axis=pos + 1)
+    return g
