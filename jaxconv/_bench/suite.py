@@ -134,7 +134,7 @@ def torch_for(jax_platform: str, enabled: bool = True) -> tuple[Any, str]:
     On the CPU it uses every core (``torch.set_num_threads(os.cpu_count())``), as XLA does.
     """
     if not enabled:
-        return None, "left out (--no-torch)"
+        return None, "left out by --no-torch"
     try:
         import torch
     except ImportError:
