@@ -62,7 +62,7 @@ class _Recorder:
         name, total, done = self.phases[-1]
         self.phases[-1] = (name, total, done + 1)
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
         pass
 
 

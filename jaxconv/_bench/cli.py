@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
-from .suite import Options, Table
+from .suite import Options, Table, select_device, torch_for
 
 # JAX must not grab most of a GPU's memory up front when PyTorch shares the device. Read when
 # JAX starts its backend, which nothing has done when this module is imported by the command.
@@ -124,14 +124,16 @@ def _writable_file(flag: str, path: str) -> Path:
     return target
 
 
-def _load_suite(name: str) -> tuple[ModuleType | None, str]:
-    """The suite's module, or ``(None, why not)`` when it (or what it needs) is missing."""
+def _load_suite(name: str) -> tuple[ModuleType | None, str | None]:
+    """The suite's module, or ``(None, why not)``; ``why`` is ``None`` when this jaxconv does
+    not ship the suite at all (a suite added later), a sentence when what it needs is missing.
+    """
     module = f"{__package__}.{name}"
     try:
-        return importlib.import_module(module), ""
+        return importlib.import_module(module), None
     except ImportError as e:
         if e.name == module:
-            return None, f"the {name} suite is not part of this jaxconv version"
+            return None, None
         return None, f"the {name} suite needs {e.name or 'a package'} ({e})"
 
 
@@ -152,8 +154,6 @@ def _resolve(
             raise _UsageError(
                 "--plot needs matplotlib: pip install matplotlib (or jaxconv[examples])"
             ) from None
-    from .suite import select_device
-
     try:
         select_device(args.device)
     except ValueError as e:
@@ -169,8 +169,9 @@ def _resolve(
         if module is not None:
             suites.append(module)
         elif args.suite not in ALL:
+            why = why or f"the {name} suite is not part of this jaxconv version"
             raise _UsageError(f"--suite {name}: {why}")
-        elif not why.endswith("not part of this jaxconv version"):
+        elif why is not None:  # quick/full leave an unshipped suite out silently
             skipped.append(why)
     args.skipped = skipped
     return args, suites
@@ -230,8 +231,6 @@ def _environment(options: Options) -> dict[str, Any]:
     import jax
 
     import jaxconv
-
-    from .suite import select_device, torch_for
 
     device = select_device(options.device)
     torch, where = torch_for(device.platform, options.torch)
@@ -321,7 +320,7 @@ class _RichProgress:
     def start(self, total: int, description: str) -> None:
         from rich.markup import escape
 
-        self._finish()
+        self.finish()
         self._task = self._progress.add_task(escape(description), total=total, status="")
 
     def advance(self, description: str | None = None) -> None:
@@ -332,7 +331,7 @@ class _RichProgress:
         fields = {} if description is None else {"status": escape(description)}
         self._progress.update(self._task, advance=1, **fields)
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
         if self._task is not None:
             task = self._progress.tasks[self._task]
             self._progress.update(self._task, completed=task.total, status="")
@@ -394,7 +393,7 @@ def main(
         progress = _RichProgress(bar)
         for module in suites:
             tables += module.run(options, progress)
-            progress._finish()
+            progress.finish()
     for table in tables:
         _render(table, out)
     if args.json:
