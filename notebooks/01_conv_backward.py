@@ -12,26 +12,29 @@
 # ---
 
 # %% [markdown]
-# # Backpropagation through a convolution
+# # 1. Backpropagation through a convolution
 #
 # The lecture on convolutional layers, worked through with `jaxconv`: the output size of a
-# layer, the forward pass as loops, and the two gradients backpropagation needs -- with
-# respect to the weights and with respect to the input -- each of which turns out to be a
-# convolution itself. Then stride and dilation, agreement with `jax.grad`, and a second
-# derivative.
+# layer, the forward pass as loops, cross-correlation versus true convolution, and the two
+# gradients backpropagation needs -- with respect to the weights and with respect to the
+# input -- each of which turns out to be a convolution itself. Then agreement with
+# `jax.grad` in a small network, and a second derivative.
 #
 # Every claim below is checked by an assertion, so this notebook is also a test
 # (`tests/test_notebooks.py` runs it). Conventions: `jaxconv` is channels-first like
 # PyTorch -- images are `(N, C, H, W)`, filters `(C_out, C_in, F, F)` -- and, like every
 # deep-learning framework, it computes a *cross-correlation* unless asked to flip the kernel.
+# Strides, padding, dilation and groups have a notebook of their own (the third).
 
 # %%
 from functools import partial
 
 import jax
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
 from jax import lax
+from matplotlib.patches import Rectangle
 
 import jaxconv
 import jaxconv.reference as ref
@@ -49,6 +52,16 @@ def check(name, actual, expected, tol=1e-4):
     err = float(np.max(np.abs(actual - expected))) / max(float(np.max(np.abs(expected))), 1e-30)
     assert err <= tol, f"{name}: relative error {err:.1e} > {tol:.0e}"
     print(f"{name:<55} OK  (relative error {err:.1e})")
+
+
+def heat(ax, a, title):
+    """A signed heat map: red positive, blue negative, white zero."""
+    a = np.asarray(a)
+    lim = float(np.max(np.abs(a))) or 1.0
+    ax.imshow(a, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 rng = np.random.default_rng(0)
@@ -77,9 +90,19 @@ for stride, padding, dilation in [(1, 0, 1), (1, 2, 1), (2, 0, 1), (3, 0, 1), (1
     out = jaxconv.conv_output_shape((32, 32), (5, 5), stride, padding, dilation)
     print(f"stride={stride} padding={padding} dilation={dilation}: {out}")
 
-x = normal(1, 3, 32, 32)  # one 32x32 RGB image
-w = normal(6, 3, 5, 5) / np.sqrt(75.0)  # six 5x5x3 filters
-b = normal(6)  # one bias per filter
+# One 32x32 RGB image (a disk, a ramp and stripes, plus a little noise) ...
+rows_, cols_ = np.mgrid[0:32, 0:32]
+picture = np.stack(
+    [
+        ((rows_ - 14) ** 2 + (cols_ - 12) ** 2 < 70) - 0.3,  # red: a disk
+        cols_ / 31 - 0.5,  # green: a left-to-right ramp
+        np.sin(rows_ / 2.0) / 2,  # blue: horizontal stripes
+    ]
+)
+x = jnp.asarray(picture[None], jnp.float32) + 0.1 * normal(1, 3, 32, 32)
+# ... six 5x5x3 filters and one bias per filter.
+w = normal(6, 3, 5, 5) / np.sqrt(75.0)
+b = normal(6)
 y = jax.jit(conv)(x, w, b)  # jax.jit: traced once, compiled by XLA into one program
 print("output:", y.shape, "parameters:", w.size + b.size)
 assert y.shape == (1, 6, 28, 28)
@@ -93,6 +116,8 @@ assert w.size + b.size == 6 * (5 * 5 * 3) + 6 == 456
 # %%
 print("SAME:", jaxconv.padding_pairs("SAME", (32, 32), (5, 5)))
 print("FULL:", jaxconv.padding_pairs("FULL", (32, 32), (5, 5)))
+assert jaxconv.conv_output_shape((32, 32), (5, 5), 2) == (14, 14)
+assert jaxconv.padding_pairs("SAME", (32, 32), (5, 5)) == ((2, 2), (2, 2))
 assert jaxconv.padding_pairs("FULL", (32, 32), (5, 5)) == ((4, 4), (4, 4))
 
 # %% [markdown]
@@ -114,7 +139,93 @@ check("one output, by hand", y[0, o, i, j], by_hand)
 check("jaxconv.conv vs the loops of jaxconv.reference.conv", y, ref.conv(x, w, b))
 
 # %% [markdown]
-# ## 3. The weight gradient is a convolution of X with dL/dY
+# ## 3. Cross-correlation versus true convolution
+#
+# The lecture writes the layer as a *true convolution*, in which the kernel index runs
+# against the image index:
+#
+# $$Y[i, j] = \sum_{a, b} X[i - a, j - b] \, W[a, b]$$
+#
+# What section 2 computed -- and what every deep-learning library calls "convolution" -- is
+# the *cross-correlation* `Y[i, j] = sum X[i + a, j + b] W[a, b]`: the kernel slides over the
+# image unrotated. Substituting `a -> F - 1 - a` turns one into the other, so the two differ
+# only by a 180-degree rotation of the kernel, which a network learning `W` does not care
+# about. `flip=True` asks `jaxconv.conv` for the true convolution.
+#
+# In one dimension NumPy has both (`np.correlate`, `np.convolve`). With `x = [1, 2, 3, 4, 5]`
+# and `w = [1, 2, 3]`, the correlation's first output is `1*1 + 2*2 + 3*3 = 14`, the
+# convolution's `1*3 + 2*2 + 3*1 = 10`:
+
+# %%
+x1d = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+w1d = np.array([1.0, 2.0, 3.0])
+as_ncw = partial(jnp.asarray, dtype=jnp.float32)
+corr = conv(as_ncw(x1d[None, None]), as_ncw(w1d[None, None]))[0, 0]
+true = conv(as_ncw(x1d[None, None]), as_ncw(w1d[None, None]), flip=True)[0, 0]
+print("cross-correlation:", corr, " true convolution:", true)
+check("cross-correlation = np.correlate", corr, np.correlate(x1d, w1d, mode="valid"))
+check("flip=True = np.convolve (valid)", true, np.convolve(x1d, w1d, mode="valid"))
+assert corr[0] == 14.0 and true[0] == 10.0
+full = conv(as_ncw(x1d[None, None]), as_ncw(w1d[None, None]), padding="FULL", flip=True)[0, 0]
+check("flip=True, padding FULL = np.convolve (full)", full, np.convolve(x1d, w1d, mode="full"))
+
+# %% [markdown]
+# In two dimensions, the lecture's formula as loops -- `Y[i, j] = sum X[i - a, j - b] W[a, b]`
+# over every `(i, j)` where the kernel overlaps the image at all (the "full" convolution) --
+# against `flip=True` with `padding="FULL"`, against the plain cross-correlation with a
+# kernel rotated by hand, and against the loops of `jaxconv.reference`:
+
+# %%
+x_small = normal(1, 1, 6, 6)
+w_num = jnp.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # an asymmetric kernel: 1..9
+
+
+def true_convolution_full(x2, w2):
+    """The lecture's formula, literally: Y[i, j] = sum_{a, b} X[i - a, j - b] W[a, b]."""
+    (h, wd), (f, g) = x2.shape, w2.shape
+    out = np.zeros((h + f - 1, wd + g - 1))
+    for i, j, a, b_ in np.ndindex(*out.shape, f, g):
+        if 0 <= i - a < h and 0 <= j - b_ < wd:
+            out[i, j] += x2[i - a, j - b_] * w2[a, b_]
+    return out
+
+
+lecture = true_convolution_full(np.asarray(x_small)[0, 0], np.asarray(w_num)[0, 0])
+w_rot = jnp.flip(w_num, axis=(2, 3))  # the kernel turned by 180 degrees
+check(
+    "flip=True, FULL = the lecture's loops",
+    conv(x_small, w_num, padding="FULL", flip=True)[0, 0],
+    lecture,
+)
+check("correlation with the rotated kernel", conv(x_small, w_rot, padding="FULL")[0, 0], lecture)
+check(
+    "jaxconv.reference.conv(flip=True)",
+    ref.conv(x_small, w_num, padding="FULL", flip=True)[0, 0],
+    lecture,
+)
+assert not np.allclose(conv(x_small, w_num, padding="FULL")[0, 0], lecture)  # they do differ
+
+# %% [markdown]
+# The rotation, drawn: the true convolution slides the right-hand kernel over the image
+# exactly as the cross-correlation slides the left-hand one.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(5.5, 2.8))
+for ax, kernel, title in [
+    (axes[0], w_num[0, 0], "W (what a correlation slides)"),
+    (axes[1], w_rot[0, 0], "W turned 180° (flip=True)"),
+]:
+    ax.imshow(np.asarray(kernel), cmap="viridis")
+    for (r, c), v in np.ndenumerate(np.asarray(kernel)):
+        ax.text(c, r, f"{v:.0f}", ha="center", va="center", color="w", fontsize=12)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 4. The weight gradient is a convolution of X with dL/dY
 #
 # Backpropagation hands the layer `dY = dL/dY`, one number per output (here a random
 # upstream gradient: think of the loss `L = sum(Y * dY)`). Every weight `W[o, c, a, b']`
@@ -153,7 +264,7 @@ check("jaxconv.reference.conv_weight_grad (loops)", ref.conv_weight_grad(x, dy, 
 check("db = sum of dY over batch and space", dy.sum(axis=(0, 2, 3)), db_auto)
 
 # %% [markdown]
-# ## 4. The input gradient is a full correlation with the flipped kernel
+# ## 5. The input gradient is a full correlation with the flipped kernel
 #
 # An input pixel only influenced the outputs whose window covered it: with 5x5 windows,
 # `X[c, p, q]` was read by output `(i, j)` through tap `(a, b') = (p - i, q - j)`:
@@ -182,12 +293,15 @@ full = conv(dy1, jnp.flip(w1, axis=2), padding="FULL")  # [0 0 1 10 100 0 0] . [
 print("dx =", full[0, 0])
 check("1-D: full correlation with the flipped kernel", full, by_hand)
 check("1-D: jaxconv.conv_input_grad", jaxconv.conv_input_grad(dy1, w1, x1.shape), by_hand)
+check("1-D: jax.grad", jax.grad(lambda x: jnp.sum(conv(x, w1) * dy1))(x1), by_hand)
+
 
 # %% [markdown]
 # The same in the lecture's layer: flip the 5x5 filters by 180 degrees, swap `C_out` and
 # `C_in`, and correlate with `dY` under `"FULL"` padding (4 on each side, so 28 + 8 - 5 + 1 =
 # 32 comes back out). `flip=True` asks `jaxconv.conv` for the textbook convolution, which
 # does the rotation itself.
+
 
 # %%
 @jax.jit
@@ -210,111 +324,82 @@ check("true convolution: flip=True, padding FULL", input_grad_as_true_conv(dy, w
 check("jaxconv.reference.conv_input_grad (loops)", ref.conv_input_grad(dy, w, x.shape), dx_auto)
 
 # %% [markdown]
-# ## 5. Stride and dilation
+# ### The region one input pixel touched
 #
-# **Stride.** With stride `S`, output `i` reads input `S*i + a`. Insert `S - 1` zeros
-# between the entries of `dY` ("dilate" it) and every entry lands back on the input
-# position its window started at: the stride-1 recipe then applies unchanged. If the stride
-# did not divide `W1 - F`, the last rows and columns of `X` never entered a window and get a
-# zero gradient (below: a 10x10 input, 3x3 kernel, stride 2 -> 4x4 output, and the full
-# correlation returns 9x9, so one zero row and column are appended).
-#
-# For the weights, the forward's stride becomes a *dilation* of `dY` in the weight-gradient
-# convolution: `dW[a] = sum_i dY[i] X[S*i + a]`.
+# Take the pixel `(p, q) = (12, 7)`. It sat under the windows of the outputs `(i, j)` with
+# `p - 4 <= i <= p` and `q - 4 <= j <= q`: a 5x5 block of each output map. Because `conv` is
+# linear in `X`, feeding it an image that is 1 at `(p, q)` and 0 elsewhere lights up
+# exactly those outputs -- the library's own answer to "which outputs did this pixel touch?".
+# Its gradient is that block of `dY`, multiplied cell by cell with the kernel turned by 180
+# degrees (the block's top-left output used the kernel's bottom-right tap) and summed.
+# A corner pixel was read by one window only, so its gradient has one term per filter:
+# border pixels get smaller gradients.
 
 # %%
-xs = normal(2, 3, 10, 10)
-ws = normal(4, 3, 3, 3)
-dys = normal(2, 4, 4, 4)
-assert jaxconv.conv_output_shape(xs.shape[2:], ws.shape[2:], stride=2) == dys.shape[2:]
+p, q = 12, 7
+one_hot = jnp.zeros((1, 1, 32, 32)).at[0, 0, p, q].set(1.0)
+touched = np.asarray(conv(one_hot, jnp.ones((1, 1, 5, 5))))[0, 0] != 0
+rows, cols = np.nonzero(touched)
+print(
+    "outputs touched: rows", rows.min(), "to", rows.max(), "columns", cols.min(), "to", cols.max()
+)
+assert touched.sum() == 25
+assert (rows.min(), rows.max(), cols.min(), cols.max()) == (p - 4, p, q - 4, q)
 
-@jax.jit
-def input_grad_stride2(dy, w):
-    zero = jnp.zeros((), dy.dtype)
-    dy_dilated = lax.pad(dy, zero, [(0, 0, 0), (0, 0, 0), (0, 0, 1), (0, 0, 1)])  # (2, 4, 7, 7)
-    dx = conv(dy_dilated, jnp.flip(w, axis=(2, 3)).transpose(1, 0, 2, 3), padding="FULL")
-    print("full correlation of the dilated dY:", dx.shape)  # runs once, while tracing
-    return jnp.pad(dx, [(0, 0), (0, 0), (0, 1), (0, 1)])  # row/column 9 never entered a window
-
-
-@jax.jit
-def weight_grad_stride2(x, dy):
-    dw = conv(x.transpose(1, 0, 2, 3), dy.transpose(1, 0, 2, 3), dilation=2)
-    return dw.transpose(1, 0, 2, 3)[:, :, :3, :3]  # the taps past the kernel are not weights
-
-
-dx_s, dw_s = input_grad_stride2(dys, ws), weight_grad_stride2(xs, dys)
-
-
-def loss_s(x, w):
-    return jnp.sum(conv(x, w, stride=2) * dys)
-
-
-dx_s_auto, dw_s_auto = jax.jit(jax.grad(loss_s, argnums=(0, 1)))(xs, ws)
-check("stride 2: dX from the dilated dY", dx_s, dx_s_auto)
-check("stride 2: dW with dY dilated by the stride", dw_s, dw_s_auto)
-assert not np.asarray(dx_s_auto)[..., 9, :].any()  # never read: zero gradient
-
-# %% [markdown]
-# **Dilation.** A kernel with dilation `D` reads `X[i + D*a]`: its taps are `D` apart. The
-# input gradient is the full correlation with the flipped kernel, dilated the same way (the
-# "full" padding is `D(F - 1)` per side); for the weight gradient the roles swap once more
-# and the forward's dilation becomes the *stride* of the correlation of `X` with `dY`.
-
-# %%
-xd = normal(2, 3, 9, 9)
-wd = normal(4, 3, 3, 3)
-dyd = normal(2, 4, 5, 5)  # 9 - 2*(3 - 1) = 5
-@jax.jit
-def input_grad_dilation2(dy, w):
-    return conv(dy, jnp.flip(w, axis=(2, 3)).transpose(1, 0, 2, 3), padding="FULL",
-                        dilation=2)
-
-
-@jax.jit
-def weight_grad_dilation2(x, dy):
-    return conv(x.transpose(1, 0, 2, 3), dy.transpose(1, 0, 2, 3), stride=2).transpose(
-        1, 0, 2, 3
+dyn = np.asarray(dy)
+region = dyn[0, :, p - 4 : p + 1, q - 4 : q + 1]  # (6, 5, 5): the outputs X[c, p, q] fed
+w_turned = wn[:, :, ::-1, ::-1]  # (6, 3, 5, 5), rotated 180 degrees
+for c in range(3):
+    check(
+        f"dX[{c}, p, q] = sum(dY block * turned W)",
+        dx_auto[0, c, p, q],
+        np.sum(region * w_turned[:, c]),
     )
-
-
-dx_d, dw_d = input_grad_dilation2(dyd, wd), weight_grad_dilation2(xd, dyd)
-
-
-def loss_d(x, w):
-    return jnp.sum(conv(x, w, dilation=2) * dyd)
-
-
-dx_d_auto, dw_d_auto = jax.jit(jax.grad(loss_d, argnums=(0, 1)))(xd, wd)
-check("dilation 2: dX, full correlation with the dilated kernel", dx_d, dx_d_auto)
-check("dilation 2: dW, stride 2 over X", dw_d, dw_d_auto)
-
-# %% [markdown]
-# The public gradient functions take the same arguments as `conv` and handle every
-# combination -- asymmetric padding and groups too. Their configuration (shapes, stride,
-# padding, ...) is static: under `jax.jit` it is marked so. Against the reference loops:
+check(
+    "corner: dX[c, 0, 0] = sum_o dY[o, 0, 0] W[o, c, 0, 0]",
+    dx_auto[0, :, 0, 0],
+    np.einsum("o,oc->c", dyn[0, :, 0, 0], wn[:, :, 0, 0]),
+)
 
 # %%
-static = ("stride", "padding", "dilation", "groups")
-input_grad = jax.jit(jaxconv.conv_input_grad, static_argnames=("input_shape", *static))
-weight_grad = jax.jit(jaxconv.conv_weight_grad, static_argnames=("weight_shape", *static))
+fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
+heat(axes[0], xn[0, 0], f"X[0]: pixel ({p}, {q}) marked")
+axes[0].add_patch(Rectangle((q - 0.5, p - 0.5), 1, 1, fill=False, ec="k", lw=2))
+heat(axes[1], dyn[0, 0], "dL/dY[0]: the 5x5 block it touched")
+axes[1].add_patch(Rectangle((q - 4.5, p - 4.5), 5, 5, fill=False, ec="k", lw=2))
+heat(axes[2], region[0], "that block of dL/dY[0]")
+heat(axes[3], w_turned[0, 0], "W[0, 0] turned 180°")
+fig.tight_layout()
+plt.show()
 
-configs = [
-    dict(stride=2, padding=1, dilation=1, groups=1),
-    dict(stride=1, padding=((0, 2), (1, 0)), dilation=2, groups=1),
-    dict(stride=(2, 1), padding="SAME", dilation=1, groups=3),
-    dict(stride=3, padding=2, dilation=(1, 2), groups=1),
-]
-xc = normal(2, 6, 11, 10)
-for cfg in configs:
-    wc = normal(3, 6 // cfg["groups"], 3, 3)
-    out = jaxconv.conv_output_shape(xc.shape[2:], wc.shape[2:], cfg["stride"], cfg["padding"],
-                                    cfg["dilation"])
-    dyc = normal(2, 3, *out)
-    check(f"conv_input_grad  {cfg}", input_grad(dyc, wc, xc.shape, **cfg),
-          ref.conv_input_grad(dyc, wc, xc.shape, **cfg))
-    check(f"conv_weight_grad {cfg}", weight_grad(xc, dyc, wc.shape, **cfg),
-          ref.conv_weight_grad(xc, dyc, wc.shape, **cfg))
+# %% [markdown]
+# ### The five arrays
+#
+# Channel 0 of the image, filter 0 on channel 0, the upstream gradient of map 0, and the
+# two gradients backpropagation returns: `dL/dW` has the kernel's shape (each weight summed
+# over all 28x28 outputs), `dL/dX` the image's. The border of `dL/dX` is paler: fewer
+# windows covered it.
+
+# %%
+fig, axes = plt.subplots(1, 5, figsize=(14, 3.2))
+for ax, a, title in zip(
+    axes,
+    [xn[0, 0], wn[0, 0], dyn[0, 0], np.asarray(dw_auto)[0, 0], np.asarray(dx_auto)[0, 0]],
+    ["X[0] (32x32)", "W[0, 0] (5x5)", "dL/dY[0] (28x28)", "dL/dW[0, 0] (5x5)", "dL/dX[0] (32x32)"],
+    strict=True,
+):
+    heat(ax, a, title)
+fig.tight_layout()
+plt.show()
+
+# The border claim, as a number: mean |dL/dX| on the one-pixel frame vs. the interior.
+dxa = np.abs(np.asarray(dx_auto))
+frame = np.ones((32, 32), bool)
+frame[1:-1, 1:-1] = False
+print(
+    f"mean |dL/dX| on the frame {dxa[..., frame].mean():.3f}, inside {dxa[..., ~frame].mean():.3f}"
+)
+assert dxa[..., frame].mean() < dxa[..., ~frame].mean()
 
 # %% [markdown]
 # ## 6. Agreement with `jax.grad`
@@ -401,10 +486,11 @@ for name, h_ours, h_lax in zip(["H v (w1)", "H v (w2)"], hvp(ours), hvp(theirs),
 #
 # | quantity | is a convolution of | with |
 # | --- | --- | --- |
-# | `Y` | `X` | `W` (padding `P`, stride `S`, dilation `D`) |
-# | `dL/dW` | `X` | `dY` dilated by `S`; output stride `D` |
-# | `dL/dX` | `dY` dilated by `S`, padded "full" | `W` turned 180°, channels swapped; dilation `D` |
+# | `Y` | `X` | `W` (cross-correlation; `flip=True` turns `W` for a true convolution) |
+# | `dL/dW` | `X` | `dY` -- every weight touched every output |
+# | `dL/dX` | `dY`, padded "full" | `W` turned 180°, channels swapped -- only covering windows |
 # | `dL/db` | -- | sum of `dY` over batch and space |
 #
 # These are the functions `jaxconv.conv_weight_grad` and `jaxconv.conv_input_grad`, and
-# exactly what `jaxconv.conv` runs in its backward pass.
+# exactly what `jaxconv.conv` runs in its backward pass. The next notebook does the same for
+# pooling; the third adds stride, padding, dilation and groups to this table.
