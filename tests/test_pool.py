@@ -1,5 +1,9 @@
 """Pooling: hand-computed cases, properties against ``jax.vjp`` of ``lax.reduce_window`` and
 the loop references, and identities (adjoint, determinism, composition with jit/vmap/hessian).
+
+The pools, loop references, strategies and lax references come from the public API. Private
+imports: the x64 shim and the per-dtype tolerance table (shared with the conv tests), and
+``_verify_pool``'s ``POOL_OPS``/``run_pool_case`` because one test is about that harness.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from hypothesis import strategies as st
 from jax import lax
 from jax.ad_checkpoint import print_saved_residuals
 
-from jaxconv import _pool_reference as ref
 from jaxconv import (
     adaptive_avg_pool,
     adaptive_max_pool,
@@ -28,10 +31,17 @@ from jaxconv import (
     max_pool,
     max_unpool,
 )
+from jaxconv import reference as ref
 from jaxconv._compat import enable_x64
-from jaxconv._pool_strategies import adaptive_pool_cases, pool_array, pool_cases
 from jaxconv._tolerances import relative_error, tolerance
-from jaxconv._verify_pool import POOL_OPS, lax_avg_pool, lax_max_pool, run_pool_case
+from jaxconv._verify_pool import POOL_OPS, run_pool_case
+from jaxconv.testing import (
+    adaptive_pool_cases,
+    lax_avg_pool,
+    lax_max_pool,
+    pool_array,
+    pool_cases,
+)
 
 # ------------------------------------------------------------------------------ helpers
 
@@ -168,10 +178,10 @@ def test_max_pool_matches_loop_reference_with_dilation_ties_and_nan(case):
         y, idx = jax.jit(partial(max_pool, **case.kwargs, return_indices=True))(x)
         dy = case.cotangent(y.shape)
         _, dx = _vjp(partial(max_pool, **case.kwargs), x, dy)
-        y_ref, idx_ref = ref.max_pool_reference(x, **case.kwargs)
+        y_ref, idx_ref = ref.max_pool(x, **case.kwargs)
         np.testing.assert_array_equal(np.asarray(y), y_ref)  # NaN == NaN here
         np.testing.assert_array_equal(np.asarray(idx), idx_ref)
-        dx_ref = ref.max_pool_grad_reference(x, dy, **case.kwargs)
+        dx_ref = ref.max_pool_grad(x, dy, **case.kwargs)
         _assert_close(dx, dx_ref, np.float64, "gradient")
 
 
@@ -181,8 +191,8 @@ def test_avg_pool_matches_loop_reference(case):
         x = case.array(np.float64)
         dy = case.cotangent(_out_shape(partial(avg_pool, **case.kwargs), x))
         y, dx = _vjp(partial(avg_pool, **case.kwargs), x, dy)
-        _assert_close(y, ref.avg_pool_reference(x, **case.kwargs), np.float64, "value")
-        _assert_close(dx, ref.avg_pool_grad_reference(x, dy, **case.kwargs), np.float64, "grad")
+        _assert_close(y, ref.avg_pool(x, **case.kwargs), np.float64, "value")
+        _assert_close(dx, ref.avg_pool_grad(x, dy, **case.kwargs), np.float64, "grad")
 
 
 @given(pool_cases(op="lp", ranks=(1, 2)), st.sampled_from([1.0, 2.0, 3.0, 1.5, math.inf]))
@@ -192,10 +202,8 @@ def test_lp_pool_matches_loop_reference(case, p):
         f = partial(lp_pool, p=p, **case.kwargs)
         dy = case.cotangent(_out_shape(f, x))
         y, dx = _vjp(f, x, dy)
-        _assert_close(y, ref.lp_pool_reference(x, p, **case.kwargs), np.float64, "value")
-        _assert_close(
-            dx, ref.lp_pool_grad_reference(x, dy, p, **case.kwargs), np.float64, "gradient"
-        )
+        _assert_close(y, ref.lp_pool(x, p, **case.kwargs), np.float64, "value")
+        _assert_close(dx, ref.lp_pool_grad(x, dy, p, **case.kwargs), np.float64, "gradient")
 
 
 @given(adaptive_pool_cases(values=("normal", "ties", "special")))
@@ -208,25 +216,25 @@ def test_adaptive_pools_match_loop_reference(case):
         )(x)
         dy = case.cotangent(y.shape)
         _, dx = _vjp(lambda a: adaptive_max_pool(a, case.output_size, **kw), x, dy)
-        y_ref, idx_ref = ref.adaptive_max_pool_reference(x, case.output_size, **kw)
+        y_ref, idx_ref = ref.adaptive_max_pool(x, case.output_size, **kw)
         np.testing.assert_array_equal(np.asarray(y), y_ref)
         np.testing.assert_array_equal(np.asarray(idx), idx_ref)
         _assert_close(
             dx,
-            ref.adaptive_max_pool_grad_reference(x, dy, case.output_size, **kw),
+            ref.adaptive_max_pool_grad(x, dy, case.output_size, **kw),
             np.float64,
             "adaptive max gradient",
         )
         y, dx = _vjp(lambda a: adaptive_avg_pool(a, case.output_size, **kw), x, dy)
         _assert_close(
             y,
-            ref.adaptive_avg_pool_reference(x, case.output_size, **kw),
+            ref.adaptive_avg_pool(x, case.output_size, **kw),
             np.float64,
             "adaptive avg value",
         )
         _assert_close(
             dx,
-            ref.adaptive_avg_pool_grad_reference(x, dy, case.output_size, **kw),
+            ref.adaptive_avg_pool_grad(x, dy, case.output_size, **kw),
             np.float64,
             "adaptive avg gradient",
         )
@@ -242,10 +250,10 @@ def test_max_unpool_matches_loop_reference(case):
         d_out = case.cotangent(x.shape)
         out, dy = _vjp(lambda v: max_unpool(v, idx, size, channels_last=cl), y, d_out)
         np.testing.assert_array_equal(
-            np.asarray(out), ref.max_unpool_reference(y, idx, size, channels_last=cl)
+            np.asarray(out), ref.max_unpool(y, idx, size, channels_last=cl)
         )
         np.testing.assert_array_equal(
-            np.asarray(dy), ref.max_unpool_grad_reference(y, idx, d_out, size, channels_last=cl)
+            np.asarray(dy), ref.max_unpool_grad(y, idx, d_out, size, channels_last=cl)
         )
 
 
@@ -332,6 +340,27 @@ def test_max_pool_residual_is_a_compact_winner_code():
     assert saved == x.size // 4  # one byte per output: 1/16 of the input's bytes
 
 
+def test_backward_never_scatters():
+    # each pullback routes gradients by phase interleave, one-hot selects and static gathers
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 3, 9, 8)), jnp.float32)
+    ops = [
+        lambda a: max_pool(a, 3, 2, 1, 2),
+        lambda a: max_pool(a, (9, 8)),  # 72 offsets: the vectorised block path
+        lambda a: avg_pool(a, 3, 1, 1),
+        lambda a: avg_pool(a, 2),
+        lambda a: lp_pool(a, 3.0, 2, 1),
+        lambda a: adaptive_avg_pool(a, (4, 3)),
+        lambda a: adaptive_max_pool(a, (4, 3)),
+        lambda a: max_unpool(a, jnp.zeros(a.shape, jnp.int32) + 5, (10, 9)),
+    ]
+    for op in ops:
+        y, pullback = jax.vjp(jax.jit(op), x)  # jitted: one compile, not one per primitive
+        assert "scatter" not in str(jax.make_jaxpr(pullback)(y))
+    # what the check catches: lax's own max-pool gradient
+    y, pullback = jax.vjp(jax.jit(lambda a: lax_max_pool(a, 3, 2, 1)), x)
+    assert "select_and_scatter_add" in str(jax.make_jaxpr(pullback)(y))
+
+
 def test_backward_is_bitwise_deterministic():
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.integers(-2, 3, (4, 8, 15, 15)), jnp.float32)  # many ties
@@ -404,7 +433,7 @@ def test_dilated_max_pool_is_differentiable_where_lax_is_not():
         jax.grad(lambda a: jnp.sum(lax_max_pool(a, 3, 1, 1, 2)))(x)
     dx = jax.grad(lambda a: jnp.sum(max_pool(a, 3, 1, 1, 2)))(x)
     dy = np.ones(max_pool(x, 3, 1, 1, 2).shape)
-    np.testing.assert_allclose(dx, ref.max_pool_grad_reference(x, dy, 3, 1, 1, 2), rtol=1e-6)
+    np.testing.assert_allclose(dx, ref.max_pool_grad(x, dy, 3, 1, 1, 2), rtol=1e-6)
 
 
 def test_lp_pool_zero_window_gradient_is_zero_and_finite():
@@ -458,11 +487,11 @@ def test_large_tiling_windows_are_one_vectorised_reduction(values):
             d = dy[..., : y_shape[2], : y_shape[3]]
             y, dx = _vjp(g, x, d)
             if f is max_pool:
-                y_ref, _ = ref.max_pool_reference(x, **args)
-                dx_ref = ref.max_pool_grad_reference(x, d, **args)
+                y_ref, _ = ref.max_pool(x, **args)
+                dx_ref = ref.max_pool_grad(x, d, **args)
             else:
-                y_ref, _ = ref.adaptive_max_pool_reference(x, 1)
-                dx_ref = ref.adaptive_max_pool_grad_reference(x, d, 1)
+                y_ref, _ = ref.adaptive_max_pool(x, 1)
+                dx_ref = ref.adaptive_max_pool_grad(x, d, 1)
             np.testing.assert_array_equal(np.asarray(y), y_ref)
             np.testing.assert_array_equal(np.asarray(dx), dx_ref)
     jaxpr = jax.make_jaxpr(jax.grad(lambda a: jnp.sum(max_pool(a, 56))))(jnp.ones((1, 1, 56, 56)))

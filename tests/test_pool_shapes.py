@@ -1,4 +1,8 @@
-"""Pooling window arithmetic (pure ints) against brute-force enumeration of the windows."""
+"""Pooling window arithmetic (pure ints) against brute-force enumeration of the windows.
+
+About a private piece: ``jaxconv.pool._geometry``, the int arithmetic behind every pool's
+output size, divisors, stride phases and adaptive windows.
+"""
 
 from __future__ import annotations
 
