@@ -6,18 +6,25 @@ output size, divisors, stride phases and adaptive windows.
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from jaxconv.pool._geometry import (
+    AdaptiveGeometry,
     adaptive_bounds,
     adaptive_inverse,
+    adaptive_sizes,
     avg_divisors,
+    ceil_div,
     first_valid_offsets,
     offset_phase,
     phase_length,
     pool_extent,
     pool_output_size,
+    regular_geometry,
 )
 
 
@@ -110,3 +117,23 @@ def test_adaptive_windows_cover_the_input_in_order(n, out):
     for pos, readers in enumerate(inverse):
         expected = sorted(o * kmax + (pos - s) for o, (s, e) in enumerate(bounds) if s <= pos < e)
         assert sorted(r for r in readers if r != out * kmax) == expected
+
+
+@given(st.integers(-50, 50), st.integers(1, 12))
+def test_ceil_div_is_the_ceiling_of_the_exact_quotient(a, b):
+    assert ceil_div(a, b) == math.ceil(Fraction(a, b))
+
+
+@given(st.lists(st.tuples(st.integers(1, 24), st.integers(1, 6)), min_size=1, max_size=3))
+def test_regular_geometry_exactly_when_out_divides_the_input(dims_):
+    in_size = tuple(n for n, _ in dims_)
+    out_size = tuple(min(o, n) for n, o in dims_)
+    geom = AdaptiveGeometry(in_size, out_size, channels_last=False)
+    regular = regular_geometry(geom)
+    assert (regular is not None) == all(n % o == 0 for n, o in zip(in_size, out_size, strict=True))
+    if regular is not None:  # the same windows: [o*k, o*k + k) == adaptive_bounds
+        assert regular.out_size == out_size and regular.window == regular.stride
+        for n, o, k in zip(in_size, out_size, regular.window, strict=True):
+            assert pool_output_size(n, k, k, 0, 1, False) == o
+            assert adaptive_bounds(n, o) == tuple((i * k, i * k + k) for i in range(o))
+            assert adaptive_sizes(n, o) == (k,) * o
