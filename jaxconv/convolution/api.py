@@ -63,19 +63,32 @@ def conv(
         model, resolved at trace time from static shapes; :func:`jaxconv.explain_method`
         says which and why), ``"direct"`` (one XLA convolution), ``"fft"`` (real FFTs, for
         large kernels; any configuration) or ``"shift"`` (a sum of shifted slices, for
-        depthwise and small grouped convolutions). Every method has its own hand-derived VJP.
-      precision: ``None`` or a ``jax.lax.Precision`` (forwarded to XLA; ``"fft"`` and
-        ``"shift"`` always compute in full float32/float64).
-      preferred_element_type: output/accumulation dtype of the forward, as in ``lax``.
+        depthwise and small grouped convolutions). Every method has its own hand-derived VJP
+        and keeps NaN/inf local: a non-finite entry of ``x``, ``w`` or the upstream gradient
+        touches only the outputs whose window holds it, as in ``lax`` (``"fft"`` checks at run
+        time and then takes the direct rules). Accuracy: ``"direct"`` and ``"shift"`` round
+        each output's own sum, like ``lax``; ``"fft"``'s error is bounded *relative to the
+        largest output* (``4 eps (log2 F + 1)`` for an FFT grid of ``F`` cells), so on a
+        high-dynamic-range input the small outputs carry the large ones' absolute error.
+      precision: ``None`` or a ``jax.lax.Precision`` (or its name, or a pair), forwarded to
+        XLA. ``jax.lax.Precision.HIGHEST`` (``"highest"``) also keeps ``method="auto"`` to the
+        exactly-summing methods (never ``"fft"``); ``"fft"`` and ``"shift"`` always compute in
+        full float32/float64.
+      preferred_element_type: output/accumulation dtype of the forward, as in ``lax``: a
+        floating dtype at least as wide as ``x``'s (checked before tracing); every method
+        returns it (gradients keep the inputs' dtypes).
 
     Returns:
       ``(N, C_out, *spatial_out)`` (``(N, *spatial_out, C_out)`` if ``channels_last``) where
       ``spatial_out`` is :func:`jaxconv.conv_output_shape`.
 
     Raises:
-      TypeError: integer, boolean or mismatched dtypes; a non-bool ``flip``/``channels_last``.
+      TypeError: integer, boolean, complex or mismatched dtypes, or arrays that are not JAX or
+        NumPy arrays; a non-bool ``flip``/``channels_last``; a ``preferred_element_type``
+        narrower than ``x``'s dtype or not floating.
       ValueError: bad stride, dilation, padding, groups or shapes, or a kernel that does not
-        fit in the padded input.
+        fit in the padded input (an empty output: ``conv`` refuses it as PyTorch does, while
+        :func:`jaxconv.conv_general_dilated` follows ``lax`` and returns it).
 
     The backward pass is :func:`jaxconv.conv_input_grad`, :func:`jaxconv.conv_weight_grad`
     and a sum for the bias; half-precision gradients accumulate in float32. ``jax.grad``,
@@ -107,6 +120,7 @@ def conv(
         method=method,
         precision=precision,
         preferred_element_type=preferred_element_type,
+        dtype=x.dtype,
         bias_shape=None if bias is None else bias.shape,
         padding_mode=padding_mode,
     )

@@ -44,9 +44,12 @@ from jax import lax
 from numpy.typing import DTypeLike
 
 from ..._dtypes import compute_dtype
+from ..grads import bias_grad, input_grad, weight_grad
+from .direct import conv_forward
 from .plan import (
     Geometry,
     MethodPlan,
+    all_finite,
     plain_conv_reason,
     w_from_cf,
     w_to_cf,
@@ -197,38 +200,83 @@ def _ungrouped(a: jax.Array) -> jax.Array:
     return a.reshape(a.shape[:1] + (a.shape[1] * a.shape[2],) + a.shape[3:])
 
 
-def _forward(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: FftPlan):
+def _magnitude(a: jax.Array, dtype: str) -> tuple[jax.Array, jax.Array]:
+    """``(finite, scale)`` of ``a``: whether every entry is finite, and the power of two at or
+    above ``max|a|`` (1 for an all-zero or non-finite ``a``), from one reduction.
+
+    Dividing by a power of two is exact, so transforming ``a / scale`` (entries at most 1)
+    and multiplying the result back rounds exactly as the unscaled transform would -- except
+    that sums of large entries can no longer overflow inside the FFT where the direct sum
+    would not. The scale is a constant of the function (it cancels), hence stop_gradient.
+    """
+    m = (jnp.max(jnp.abs(a)) if a.size else jnp.zeros((), a.dtype)).astype(dtype)
+    finite = jnp.isfinite(m)
+    _, exponent = jnp.frexp(m)
+    scale = jnp.where(finite & (m > 0), jnp.ldexp(jnp.ones((), m.dtype), exponent), 1)
+    return finite, lax.stop_gradient(scale)
+
+
+def _forward(x, w, b, plan: FftPlan, sx, sw):
+    """The FFT forward of ``x / sx`` and ``w / sw``, rescaled; returns ``y`` and the spectra."""
     g, cfg = plan.geo, plan.cfg
-    x_cf = x_to_cf(x, cfg).astype(plan.compute)
+    x_cf = x_to_cf(x, cfg).astype(plan.compute) / sx
     x_hat = _grouped(_spectrum(x_cf, plan), g.groups)  # (N, G, Cg, *Fr)
-    k_hat = _spectrum(_kernel_grid(w_to_cf(w, cfg), plan), plan)
+    k_hat = _spectrum(_kernel_grid(w_to_cf(w, cfg).astype(plan.compute) / sw, plan), plan)
     # k_hat: (O, Cg, *Fr) viewed as (G, Og, Cg, *Fr): output channels are group-major.
     k_hat = k_hat.reshape((g.groups, g.c_out_g, g.c_in_g) + k_hat.shape[2:])
     c_hat = _mix(x_hat, jnp.conj(k_hat), "ngc...,goc...->ngo...", plan)
     c = _inverse(_ungrouped(c_hat), plan)  # (N, O, *F)
     limit = c.shape[:2] + tuple(s * (o - 1) + 1 for s, o in zip(g.strides, g.out, strict=True))
-    y = lax.slice(c, (0,) * c.ndim, limit, (1, 1) + g.strides)
+    y = lax.slice(c, (0,) * c.ndim, limit, (1, 1) + g.strides) * sx * sw
     if b is not None:
         y = y + b.astype(plan.compute).reshape((1, -1) + (1,) * g.ndim)
     return x_from_cf(y.astype(plan.out_dtype), cfg), x_hat, k_hat
 
 
+def _checked_forward(x, w, b, plan: FftPlan):
+    """The FFT forward when ``x`` and ``w`` are finite; the direct one otherwise.
+
+    An FFT spreads one NaN or inf over every output; the direct sum keeps it in the outputs
+    whose window holds it. The branch is taken at run time (``lax.cond``: one reduction over
+    ``x`` and ``w`` decides; under ``vmap`` both branches run and are selected per example),
+    so a finite batch pays only for that reduction. Returns ``y``, the spectra (zeros after
+    the direct branch) and the two scales.
+    """
+    x_ok, sx = _magnitude(x, plan.compute)
+    w_ok, sw = _magnitude(w, plan.compute)
+
+    def fft_branch(x, w, b):
+        return _forward(x, w, b, plan, sx, sw)
+
+    spectra = jax.eval_shape(fft_branch, x, w, b)[1:]
+
+    def direct_branch(x, w, b):
+        y = conv_forward(x, w, b, plan.cfg)
+        return (y,) + tuple(jnp.zeros(s.shape, s.dtype) for s in spectra)
+
+    y, x_hat, k_hat = lax.cond(x_ok & w_ok, fft_branch, direct_branch, x, w, b)
+    return y, x_hat, k_hat, sx, sw, x_ok & w_ok
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _fft_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: FftPlan) -> jax.Array:
-    return _forward(x, w, b, plan)[0]
+    return _checked_forward(x, w, b, plan)[0]
 
 
 def _fft_conv_fwd(x, w, b, plan):
-    y, x_hat, k_hat = _forward(x, w, b, plan)
-    # Residuals: the two forward spectra, (N, G, Cg, *Fr) and (G, Og, Cg, *Fr). With them
-    # the backward transforms only dY forward and dX, dW back.
-    return y, (x_hat, k_hat)
+    y, x_hat, k_hat, sx, sw, finite = _checked_forward(x, w, b, plan)
+    # Residuals: the two forward spectra, (N, G, Cg, *Fr) and (G, Og, Cg, *Fr), with their
+    # scales: with them the backward transforms only dY forward and dX, dW back. ``x`` and
+    # ``w`` are the caller's own buffers (no copy), for the direct rules when something is
+    # not finite.
+    return y, (x_hat, k_hat, sx, sw, finite, x, w, b is not None)
 
 
-def _fft_conv_bwd(plan, res, dy):
-    x_hat, k_hat = res
+def _fft_grads(plan: FftPlan, x_hat, k_hat, sx, sw, dy):
+    """dL/dX and dL/dW in the frequency domain (module doc), from the scaled spectra."""
     g, cfg = plan.geo, plan.cfg
-    dy_cf = x_to_cf(dy, cfg).astype(plan.compute)
+    _, sdy = _magnitude(dy, plan.compute)
+    dy_cf = x_to_cf(dy, cfg).astype(plan.compute) / sdy
     # Adjoint of "keep every S-th cell of the F grid": zero-insert dY onto the grid.
     pads = [(0, 0, 0), (0, 0, 0)] + [
         (0, f - (s * (o - 1) + 1), s - 1)
@@ -238,16 +286,27 @@ def _fft_conv_bwd(plan, res, dy):
     dc_hat = _grouped(_spectrum(dc, plan), g.groups)  # (N, G, Og, *Fr)
     dx_hat = _mix(dc_hat, k_hat, "ngo...,goc...->ngc...", plan)
     dx = _inverse(_ungrouped(dx_hat), plan)
-    dx = lax.slice(dx, (0,) * dx.ndim, dx.shape[:2] + g.spatial)  # undo the zero-extension
+    dx = lax.slice(dx, (0,) * dx.ndim, dx.shape[:2] + g.spatial) * sdy * sw  # undo zero-extension
     dk_hat = _mix(jnp.conj(dc_hat), x_hat, "ngo...,ngc...->goc...", plan)
     dk_hat = dk_hat.reshape((g.c_out, g.c_in_g) + dk_hat.shape[3:])
-    dw = _kernel_from_grid(_inverse(dk_hat, plan), plan)
+    dw = _kernel_from_grid(_inverse(dk_hat, plan), plan) * sdy * sx
     dx = x_from_cf(dx.astype(plan.in_dtype), cfg)
     dw = w_from_cf(dw.astype(plan.in_dtype), cfg)
-    db = None
-    if plan.has_bias:
-        axes = (0,) + plan.axes
-        db = jnp.sum(dy_cf, axis=axes).astype(plan.in_dtype)
+    return dx, dw
+
+
+def _fft_conv_bwd(plan, res, dy):
+    x_hat, k_hat, sx, sw, finite, x, w, has_bias = res
+    cfg = plan.cfg
+
+    def fft_branch(dy):
+        return _fft_grads(plan, x_hat, k_hat, sx, sw, dy)
+
+    def direct_branch(dy):  # a NaN/inf in x, w or dY stays where the direct rules put it
+        return input_grad(dy, w, x.shape, cfg), weight_grad(x, dy, w.shape, cfg)
+
+    dx, dw = lax.cond(finite & all_finite(dy), fft_branch, direct_branch, dy)
+    db = bias_grad(dy, cfg, x.dtype) if has_bias else None
     return dx, dw, db
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Self
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from numpy.typing import DTypeLike
@@ -23,6 +24,7 @@ from .._config import ConvConfig, split_shapes
 __all__ = [
     "Geometry",
     "MethodPlan",
+    "all_finite",
     "geometry",
     "plain_conv_reason",
     "w_from_cf",
@@ -168,6 +170,15 @@ class MethodPlan:
     def of(cls, plan: MethodPlan) -> Self:
         """The same plan as a method's own subclass (which only adds derived properties)."""
         return cls(**{f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)})
+
+
+def all_finite(*arrays: jax.Array) -> jax.Array:
+    """One scalar: every entry of every array is finite (one max-reduction each)."""
+    ok = jnp.array(True)
+    for a in arrays:
+        if a.size:
+            ok = ok & jnp.isfinite(jnp.max(jnp.abs(a)))
+    return ok
 
 
 def plain_conv_reason(g: Geometry) -> str | None:
