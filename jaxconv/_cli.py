@@ -1,6 +1,10 @@
-"""The ``jaxconv`` command line: ``jaxconv verify`` sweeps random configurations of every
-public op and compares the hand-derived VJPs with ``jax.grad`` of ``lax`` and with finite
-differences."""
+"""The ``jaxconv`` command line.
+
+``jaxconv verify`` sweeps random configurations of every public op and compares the
+hand-derived VJPs with ``jax.grad`` of ``lax`` and with finite differences (exit 1 on a
+mismatch); ``jaxconv bench`` runs the benchmark suites (:mod:`jaxconv._bench.cli`). Bad
+arguments get one line and exit 2, before anything runs.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,18 @@ from collections.abc import Sequence
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="jaxconv", description="Convolution and pooling for JAX with hand-derived VJPs."
     )
+    parser.add_argument("--version", action="version", version=f"jaxconv {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "bench",
+        help="time the ops and small networks against jax.grad of lax (and PyTorch)",
+        add_help=False,  # `jaxconv bench --help` is the bench command's own
+    )
     verify = sub.add_parser(
         "verify",
         help="compare every hand-derived VJP with jax.grad of lax and with finite differences",
@@ -26,9 +38,12 @@ def _parser() -> argparse.ArgumentParser:
             "(float64). Exits 1 on any mismatch."
         ),
     )
-    verify.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    verify.add_argument("--seed", type=int, default=0, help="random seed >= 0 (default 0)")
     verify.add_argument(
-        "--examples", type=int, default=240, help="number of configurations (default 240)"
+        "--examples",
+        type=int,
+        default=240,
+        help="number of configurations (default 240); the first ones cover every op once",
     )
     verify.add_argument("--json", metavar="PATH", help="also write every result to PATH as JSON")
     verify.add_argument(
@@ -46,14 +61,13 @@ def _verify(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from ._tolerances import TOLERANCE
-    from ._verify import FD_TOLERANCE, plan, sweep
+    from ._verify.conv_cases import FD_TOLERANCE
+    from ._verify.sweep import ops as all_ops
+    from ._verify.sweep import plan, sweep
+    from ._verify.tolerances import TOLERANCE
 
-    if args.examples < 1:
-        print("jaxconv verify: `--examples` must be >= 1", file=sys.stderr)
-        return 2
     console = Console(width=None if sys.stdout.isatty() else 120)
-    ops = plan(args.examples)
+    ops = [op.name for op in plan(args.examples)]
     results = []
     start = time.perf_counter()
     with Progress(
@@ -103,6 +117,7 @@ def _verify(args: argparse.Namespace) -> int:
             "[green]pass[/green]" if ok else "[red]FAIL[/red]",
         )
     console.print(table)
+    _report_coverage(console, ops, [op.name for op in all_ops()])
     failed = sum(not r.passed for r in results)
     if args.json:
         with open(args.json, "w") as fh:
@@ -135,9 +150,49 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_coverage(console, ops: list[str], every: list[str]) -> None:
+    from rich.markup import escape
+
+    missed = [op for op in every if op not in ops]
+    line = f"ops covered ({len(set(ops))} of {len(every)}): {', '.join(dict.fromkeys(ops))}"
+    console.print(escape(line))
+    if missed:
+        console.print(
+            escape(f"not covered (raise --examples to {len(every)}): {', '.join(missed)}")
+        )
+
+
+def _check_verify_args(args: argparse.Namespace) -> str | None:
+    """The first bad ``verify`` argument, as one line, or ``None``."""
+    if args.seed < 0:
+        return f"`--seed` must be >= 0, got {args.seed}"
+    if args.examples < 1:
+        return f"`--examples` must be >= 1, got {args.examples}"
+    if args.workers < 1:
+        return f"`--workers` must be >= 1, got {args.workers}"
+    if args.json:
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if os.path.isdir(args.json):
+            return f"`--json` must name a file, got the directory {args.json!r}"
+        if not os.path.isdir(folder):
+            return f"`--json`'s directory does not exist: {folder!r}"
+        if not os.access(folder, os.W_OK):
+            return f"`--json`'s directory is not writable: {folder!r}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the bench command parses its own options
+        from ._bench.cli import main as bench
+
+        return bench(argv[1:], prog="jaxconv bench")
     args = _parser().parse_args(argv)
     if args.command == "verify":
+        problem = _check_verify_args(args)
+        if problem is not None:
+            print(f"jaxconv verify: error: {problem}", file=sys.stderr)
+            return 2
         return _verify(args)
     return 2  # pragma: no cover - argparse enforces the sub-command
 

@@ -20,19 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from ._pool_reference import adaptive_avg_pool_grad_reference as adaptive_avg_pool_grad
-from ._pool_reference import adaptive_avg_pool_reference as adaptive_avg_pool
-from ._pool_reference import adaptive_max_pool_grad_reference as adaptive_max_pool_grad
-from ._pool_reference import adaptive_max_pool_reference as adaptive_max_pool
-from ._pool_reference import avg_pool_grad_reference as avg_pool_grad
-from ._pool_reference import avg_pool_reference as avg_pool
-from ._pool_reference import lp_pool_grad_reference as lp_pool_grad
-from ._pool_reference import lp_pool_reference as lp_pool
-from ._pool_reference import max_pool_grad_reference as max_pool_grad
-from ._pool_reference import max_pool_reference as max_pool
-from ._pool_reference import max_unpool_grad_reference as max_unpool_grad
-from ._pool_reference import max_unpool_reference as max_unpool
 from ._shapes import conv_output_shape, padding_pairs
+from ._verify.pool_loops import adaptive_avg_pool_grad_reference as adaptive_avg_pool_grad
+from ._verify.pool_loops import adaptive_avg_pool_reference as adaptive_avg_pool
+from ._verify.pool_loops import adaptive_max_pool_grad_reference as adaptive_max_pool_grad
+from ._verify.pool_loops import adaptive_max_pool_reference as adaptive_max_pool
+from ._verify.pool_loops import avg_pool_grad_reference as avg_pool_grad
+from ._verify.pool_loops import avg_pool_reference as avg_pool
+from ._verify.pool_loops import lp_pool_grad_reference as lp_pool_grad
+from ._verify.pool_loops import lp_pool_reference as lp_pool
+from ._verify.pool_loops import max_pool_grad_reference as max_pool_grad
+from ._verify.pool_loops import max_pool_reference as max_pool
+from ._verify.pool_loops import max_unpool_grad_reference as max_unpool_grad
+from ._verify.pool_loops import max_unpool_reference as max_unpool
 
 Index = tuple[Any, ...]
 

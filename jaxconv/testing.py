@@ -23,16 +23,18 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError('jaxconv.testing needs hypothesis: pip install "jaxconv[test]"') from e
 
-from ._lax_reference import lax_conv as lax_conv
-from ._pool_strategies import AdaptiveCase as AdaptiveCase
-from ._pool_strategies import PoolCase as PoolCase
-from ._pool_strategies import adaptive_pool_cases as adaptive_pool_cases
-from ._pool_strategies import pool_array as pool_array
-from ._pool_strategies import pool_cases as pool_cases
+from ._compat import enable_x64 as enable_x64
 from ._shapes import dilate_dim, padding_pairs
-from ._tolerances import relative_error, tolerance
-from ._verify_pool import lax_avg_pool as lax_avg_pool
-from ._verify_pool import lax_max_pool as lax_max_pool
+from ._verify.lax_reference import lax_avg_pool as lax_avg_pool
+from ._verify.lax_reference import lax_conv as lax_conv
+from ._verify.lax_reference import lax_max_pool as lax_max_pool
+from ._verify.strategies import AdaptiveCase as AdaptiveCase
+from ._verify.strategies import PoolCase as PoolCase
+from ._verify.strategies import adaptive_pool_cases as adaptive_pool_cases
+from ._verify.strategies import pool_array as pool_array
+from ._verify.strategies import pool_cases as pool_cases
+from ._verify.tolerances import relative_error as relative_error
+from ._verify.tolerances import tolerance as tolerance
 
 __all__ = [
     "AdaptiveCase",
@@ -46,8 +48,11 @@ __all__ = [
     "assert_allclose_rel",
     "assert_vjp_matches",
     "conv_cases",
+    "enable_x64",
     "lax_conv",
     "random_array",
+    "relative_error",
+    "tolerance",
 ]
 
 

@@ -14,8 +14,8 @@ from jax import lax
 
 import jaxconv
 from jaxconv import reference
-from jaxconv._compat import enable_x64
-from jaxconv._tolerances import relative_error, tolerance
+from jaxconv.testing import enable_x64
+from jaxconv.testing import relative_error, tolerance
 from jaxconv.testing import (
     ConvCase,
     assert_allclose_rel,

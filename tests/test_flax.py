@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import jaxconv
-from jaxconv._tolerances import relative_error, tolerance
+from jaxconv.testing import relative_error, tolerance
 
 flax = pytest.importorskip("flax")
 nn = pytest.importorskip("flax.linen")

@@ -18,14 +18,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxconv
-from jaxconv._compat import enable_x64
-from jaxconv._tolerances import relative_error, tolerance
 from jaxconv.convolution._config import conv_config
 from jaxconv.convolution.methods import registry
 from jaxconv.convolution.methods.auto import MethodChoice, choose_method, explain_method
 from jaxconv.convolution.methods.fft import fft_error_bound, fft_shape, next_fast_len
 from jaxconv.convolution.methods.plan import geometry
-from jaxconv.testing import assert_allclose_rel, assert_vjp_matches, conv_cases, random_array
+from jaxconv.testing import (
+    assert_allclose_rel,
+    assert_vjp_matches,
+    conv_cases,
+    enable_x64,
+    random_array,
+    relative_error,
+    tolerance,
+)
 
 FAST = ("fft", "shift")
 
@@ -504,3 +510,39 @@ def test_fft_both_contraction_forms_agree_with_direct(monkeypatch, fused):
         np.testing.assert_allclose(v, v_ref, rtol=1e-10)
         np.testing.assert_allclose(dx, dx_ref, atol=1e-10)
         np.testing.assert_allclose(dw, dw_ref, atol=1e-10)
+
+
+def test_a_registered_method_is_picked_up_by_auto_explain_conv_and_verify():
+    """Adding a method is one module and one ``register`` call: everything else follows."""
+    from jaxconv._verify import sweep
+    from jaxconv.convolution.methods import Method
+    from jaxconv.convolution.methods.direct import METHOD as DIRECT
+
+    def cost(g, itemsize, backend):
+        return registry.Cost(flops=1.0, bytes=1.0, seconds=1e-9, note="a test method")
+
+    method = Method(
+        name="loopy",
+        supports=lambda g: None if g.ndim == 1 else "it is 1-D only",
+        cost=cost,
+        run=DIRECT.run,  # the same function under another name
+    )
+    registry.register(method)
+    try:
+        choice = explain_method((1, 2, 8), (3, 2, 3))
+        assert choice.method == "loopy" and "loopy" in str(choice)
+        assert explain_method((1, 2, 8, 8), (3, 2, 3, 3)).costs["loopy"] is None
+        x, w = random_array(np.random.default_rng(0), (2, 2, 8)), jnp.ones((3, 2, 3))
+        x = x.astype(jnp.float32)
+        assert_allclose_rel(
+            jaxconv.conv(x, w, method="loopy"), jaxconv.conv(x, w, method="direct"), 1e-6
+        )
+        with pytest.raises(ValueError, match=r"`method`='loopy' cannot compute .*: it is 1-D"):
+            jaxconv.conv(jnp.ones((1, 2, 4, 4)), jnp.ones((3, 2, 3, 3)), method="loopy")
+        assert "conv[loopy]" in [op.name for op in sweep.ops()]
+        with pytest.raises(ValueError, match=r"`method.name` must be new and not 'auto'"):
+            registry.register(method)
+    finally:
+        registry.unregister("loopy")
+    with pytest.raises(ValueError, match=r"`method` must be one of 'auto', 'direct', 'fft'"):
+        jaxconv.conv(jnp.ones((1, 2, 8)), jnp.ones((3, 2, 3)), method="loopy")

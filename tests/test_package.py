@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import jaxconv
-from jaxconv import _cli, _verify
+from jaxconv import _cli
+from jaxconv._verify import conv_cases, sweep
 
 
 def test_public_names_exist():
@@ -40,38 +41,71 @@ def test_verify_runs_and_writes_json(tmp_path, capsys):
     assert {"conv", "conv_transpose", "conv_input_grad", "conv_weight_grad"} <= ops
 
 
-def test_verify_plan_covers_every_public_op_at_default_size():
-    ops = set(_verify.plan(240))
-    assert set(_verify.CONV_OPS) <= ops
-    assert {
-        "max_pool",
-        "avg_pool",
-        "lp_pool",
-        "adaptive_avg_pool",
-        "adaptive_max_pool",
-        "max_unpool",
-    } <= ops
-    assert len(_verify.plan(240)) >= 200
+POOLS = {"max_pool", "avg_pool", "lp_pool", "adaptive_avg_pool", "adaptive_max_pool", "max_unpool"}
+
+
+def test_verify_plan_covers_every_op_before_repeating_one():
+    every = [op.name for op in sweep.ops()]
+    assert len(every) == len(set(every)) == 13
+    assert {"conv", "conv[fft]", "conv[shift]", *conv_cases.CONV_OPS, *POOLS} == set(every)
+    assert [op.name for op in sweep.plan(13)] == every
+    assert [op.name for op in sweep.plan(5)] == every[:5]
+    assert len(sweep.plan(240)) == 240 and {op.name for op in sweep.plan(240)} == set(every)
+
+
+def test_verify_says_which_ops_a_short_run_covered(capsys):
+    assert _cli.main(["verify", "--examples", "2", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "ops covered (2 of 13): conv, conv[fft]" in out
+    assert "not covered (raise --examples to 13): conv[shift]" in out
 
 
 def test_verify_exits_nonzero_on_a_mismatch(monkeypatch, capsys):
     def broken_sweep(seed, examples, workers=1):
-        yield _verify.CaseResult("conv", "1x1x3 1x1x2", {"float64": 0.5}, 0.5, False)
+        yield conv_cases.CaseResult("conv", "1x1x3 1x1x2", {"float64": 0.5}, 0.5, False)
 
-    monkeypatch.setattr(_verify, "sweep", broken_sweep)
+    monkeypatch.setattr(sweep, "sweep", broken_sweep)
     assert _cli.main(["verify", "--examples", "1"]) == 1
     assert "1 of 1 configurations FAILED" in capsys.readouterr().out
 
 
-def test_verify_rejects_zero_examples(capsys):
-    assert _cli.main(["verify", "--examples", "0"]) == 2
-    assert "`--examples` must be >= 1" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--examples", "0"], "`--examples` must be >= 1, got 0"),
+        (["--seed", "-1"], "`--seed` must be >= 0, got -1"),
+        (["--workers", "0"], "`--workers` must be >= 1, got 0"),
+        (["--json", "/no/such/dir/x.json"], "`--json`'s directory does not exist: '/no/such/dir'"),
+    ],
+)
+def test_verify_rejects_bad_arguments_up_front(argv, message, monkeypatch, capsys):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the sweep ran before the arguments were checked")
+
+    monkeypatch.setattr(sweep, "sweep", must_not_run)
+    assert _cli.main(["verify", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err == f"jaxconv verify: error: {message}\n"
 
 
 def test_same_cases_whatever_the_worker_count():
-    a = sorted((r.op, r.config) for r in _verify.sweep(7, 6, workers=1))
-    b = sorted((r.op, r.config) for r in _verify.sweep(7, 6, workers=2))
+    a = sorted((r.op, r.config) for r in sweep.sweep(7, 6, workers=1))
+    b = sorted((r.op, r.config) for r in sweep.sweep(7, 6, workers=2))
     assert a == b
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        _cli.main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"jaxconv {jaxconv.__version__}"
+
+
+def test_bench_is_a_subcommand(capsys):
+    assert _cli.main(["bench", "--suite", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("jaxconv bench: error:")
+    assert _cli.main(["bench", "--help"]) == 0
+    assert "--suite" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["verify", "--help"]])

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxconv._compat import enable_x64
+from jaxconv.testing import enable_x64
 from jaxconv.convolution.padding_modes import pad, pad_adjoint
 
 

@@ -3,7 +3,7 @@ the loop references, and identities (adjoint, determinism, composition with jit/
 
 The pools, loop references, strategies and lax references come from the public API. Private
 imports: the x64 shim and the per-dtype tolerance table (shared with the conv tests), and
-``_verify_pool``'s ``POOL_OPS``/``run_pool_case`` because one test is about that harness.
+``jaxconv._verify.pool_cases``'s ``POOL_OPS``/``run_pool_case`` because one test is about that harness.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from jaxconv import (
     max_unpool,
 )
 from jaxconv import reference as ref
-from jaxconv._compat import enable_x64
-from jaxconv._tolerances import relative_error, tolerance
-from jaxconv._verify_pool import POOL_OPS, run_pool_case
+from jaxconv.testing import enable_x64
+from jaxconv.testing import relative_error, tolerance
+from jaxconv._verify.pool_cases import POOL_OPS, run_pool_case
 from jaxconv.testing import (
     adaptive_pool_cases,
     lax_avg_pool,

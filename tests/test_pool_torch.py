@@ -2,7 +2,7 @@
 
 A fixed list of configurations covering each option (one jit compile each keeps this fast);
 the Hypothesis properties in ``test_pool.py`` cover the space against lax and the loops.
-Public API only, but for the x64 shim (``jaxconv._compat``) that every test module shares.
+Public API only.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from jaxconv import (
     max_pool,
     max_unpool,
 )
-from jaxconv._compat import enable_x64
+from jaxconv.testing import enable_x64
 from jaxconv.testing import pool_array
 
 torch = pytest.importorskip("torch")

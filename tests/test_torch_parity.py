@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxconv
-from jaxconv._compat import enable_x64
+from jaxconv.testing import enable_x64
 from jaxconv.testing import ConvCase, conv_cases
 
 torch = pytest.importorskip("torch")

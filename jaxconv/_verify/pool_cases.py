@@ -15,17 +15,15 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from . import _pool_reference as ref
-from ._compat import enable_x64
-from ._tolerances import relative_error, tolerance
-from .pool import adaptive_avg_pool, adaptive_max_pool, avg_pool, lp_pool, max_pool, max_unpool
-from .pool._geometry import pool_output_size, spatial_axes
+from .._compat import enable_x64
+from ..pool import adaptive_avg_pool, adaptive_max_pool, avg_pool, lp_pool, max_pool, max_unpool
+from . import pool_loops as ref
+from .lax_reference import lax_avg_pool, lax_max_pool
+from .tolerances import relative_error, tolerance
 
-__all__ = ["FD_STEP", "FD_TOLERANCE", "POOL_OPS", "lax_avg_pool", "lax_max_pool", "run_pool_case"]
+__all__ = ["FD_STEP", "FD_TOLERANCE", "POOL_OPS", "run_pool_case"]
 
 POOL_OPS: tuple[str, ...] = (
     "max_pool",
@@ -42,81 +40,6 @@ POOL_OPS: tuple[str, ...] = (
 FD_STEP = 1e-7
 FD_TOLERANCE = 1e-6
 _FAST_COMPILE: dict[str, Any] = {"xla_backend_optimization_level": 0}
-
-
-# ------------------------------------------------------------------ lax references
-
-
-def _pool_dims(x, window, stride, padding, dilation, ceil_mode, channels_last):
-    r = x.ndim - 2
-
-    def tup(v, default=None):
-        if v is None:
-            return default
-        return (v,) * r if isinstance(v, int) else tuple(v)
-
-    k = tup(window)
-    s, p, d = tup(stride, k), tup(padding), tup(dilation)
-    axes = spatial_axes(r, channels_last)
-    sizes = [x.shape[a] for a in axes]
-    out = [pool_output_size(*a, ceil_mode) for a in zip(sizes, k, s, p, d, strict=True)]
-    hi = [
-        (o - 1) * si + di * (ki - 1) + 1 - n - pi
-        for o, si, di, ki, n, pi in zip(out, s, d, k, sizes, p, strict=True)
-    ]
-    cfg = [(0, 0, 0)] * x.ndim
-    dims, strides, dil = [1] * x.ndim, [1] * x.ndim, [1] * x.ndim
-    for i, a in enumerate(axes):
-        cfg[a] = (p[i], hi[i], 0)
-        dims[a], strides[a], dil[a] = k[i], s[i], d[i]
-    return axes, sizes, p, hi, cfg, dims, strides, dil
-
-
-def lax_max_pool(
-    x, window, stride=None, padding=0, dilation=1, ceil_mode=False, *, channels_last=False
-):
-    """``lax.reduce_window`` max with PyTorch's output size (``-inf`` padding).
-
-    ``jax.grad`` of it raises ``NotImplementedError`` when ``dilation > 1``.
-    """
-    _, _, _, _, cfg, dims, strides, dil = _pool_dims(
-        x, window, stride, padding, dilation, ceil_mode, channels_last
-    )
-    xp = lax.pad(x, jnp.asarray(-jnp.inf, x.dtype), cfg)
-    if all(v == 1 for v in dil):  # the max-specific (differentiable) lax path
-        return lax.reduce_window(xp, -jnp.inf, lax.max, dims, strides, "VALID")
-    return lax.reduce_window(xp, -jnp.inf, lax.max, dims, strides, "VALID", window_dilation=dil)
-
-
-def lax_avg_pool(
-    x,
-    window,
-    stride=None,
-    padding=0,
-    ceil_mode=False,
-    count_include_pad=True,
-    divisor_override=None,
-    *,
-    channels_last=False,
-):
-    """Window sums by ``lax.reduce_window`` over divisors counted by ``lax.reduce_window``
-    over a ones array marking what PyTorch counts."""
-    axes, sizes, p, hi, cfg, dims, strides, _ = _pool_dims(
-        x, window, stride, padding, 1, ceil_mode, channels_last
-    )
-    zero = jnp.zeros((), x.dtype)
-    # a Python 0.0 init lets lax recognise the add monoid (its differentiable path)
-    total = lax.reduce_window(lax.pad(x, zero, cfg), 0.0, lax.add, dims, strides, "VALID")
-    if divisor_override is not None:
-        return total / jnp.asarray(divisor_override, x.dtype)
-    shape, count_cfg = [1] * x.ndim, list(cfg)
-    for i, a in enumerate(axes):
-        shape[a] = sizes[i] + (2 * p[i] if count_include_pad else 0)
-        if count_include_pad:  # padding counts, the ceil-mode overhang past it does not
-            count_cfg[a] = (0, hi[i] - p[i], 0)
-    ones = jnp.ones(shape, x.dtype)
-    counts = lax.reduce_window(lax.pad(ones, zero, count_cfg), 0.0, lax.add, dims, strides, "VALID")
-    return total / counts
 
 
 # ------------------------------------------------------------------------ the menu

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -17,22 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._compat import enable_x64
-from ._lax_reference import lax_conv
-from ._shapes import conv_output_shape, conv_transpose_output_size, dilate_dim, padding_pairs
-from ._tolerances import relative_error, tolerance
+from .._compat import enable_x64
+from .._shapes import conv_output_shape, conv_transpose_output_size, dilate_dim, padding_pairs
+from .lax_reference import lax_conv
+from .tolerances import relative_error, tolerance
 
-__all__ = ["CONV_OPS", "CaseResult", "run_case", "sweep"]
+__all__ = ["CONV_OPS", "CaseResult", "run_case"]
 
-CONV_OPS = (
-    "conv",
-    "conv[fft]",
-    "conv[shift]",
-    "conv_transpose",
-    "conv_input_grad",
-    "conv_weight_grad",
-    "conv_general_dilated",
-)
+# The conv ops besides ``conv`` itself, which the sweep runs once per registered method.
+CONV_OPS = ("conv_transpose", "conv_input_grad", "conv_weight_grad", "conv_general_dilated")
 
 # Central differences in float64 with step 1e-4 on O(1) inputs: truncation ~1e-8 relative.
 FD_TOLERANCE = 1e-5
@@ -105,15 +98,26 @@ def _describe(kwargs: dict[str, Any], shapes: tuple[tuple[int, ...], ...]) -> st
     return " ".join(parts) + (" " + opts if opts else "")
 
 
-def _case(op: str, rng: np.random.Generator):
+def _supported(method: str, c: dict[str, Any]) -> bool:
     import jaxconv
 
-    if op in ("conv", "conv[fft]", "conv[shift]"):
-        c = _sample_conv(rng, modes=("zeros", "zeros", "reflect", "replicate", "circular"))
-        method = "auto" if op == "conv" else op[5:-1]
-        if method == "shift":  # depthwise or small grouped convolutions, the method's domain
-            c["c_in_g"] = 1
-            c["c_in"] = c["groups"]
+    if method == "auto":
+        return True
+    shapes = _shapes_of(c)
+    kw = {k: v for k, v in c["kwargs"].items() if k != "flip"}
+    return jaxconv.explain_method(*shapes, **kw).costs[method] is not None
+
+
+def _case(op: str, rng: np.random.Generator, method: str = "auto"):
+    import jaxconv
+
+    if op == "conv":
+        modes = ("zeros", "zeros", "reflect", "replicate", "circular")
+        c = _sample_conv(rng, modes=modes)
+        if not _supported(method, c):  # e.g. "shift": depthwise and small grouped convs
+            c["c_in_g"], c["c_in"] = 1, c["groups"]
+        while not _supported(method, c):
+            c = _sample_conv(rng, modes=modes)
         kw = dict(c["kwargs"], padding_mode=c["mode"], method=method)
         xs, ws = _shapes_of(c)
         return (
@@ -250,11 +254,9 @@ def _compiled_value_and_vjp(fn: Callable) -> Callable:
     return run
 
 
-def _random(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> jax.Array:
-    return jnp.asarray(rng.standard_normal(shape), dtype=dtype)
-
-
-def run_case(op: str, rng: np.random.Generator, *, float32: bool = True) -> CaseResult:
+def run_case(
+    op: str, rng: np.random.Generator, *, float32: bool = True, method: str = "auto"
+) -> CaseResult:
     """One random configuration of a convolution op: value and VJP vs lax in float64 (and
     float32 when asked), and the VJP vs central finite differences along a random direction.
 
@@ -262,7 +264,7 @@ def run_case(op: str, rng: np.random.Generator, *, float32: bool = True) -> Case
     cost no compilation of their own.
     """
     t0 = time.perf_counter()
-    ours, ref, shapes, desc = _case(op, rng)
+    ours, ref, shapes, desc = _case(op, rng, method)
     seed = int(rng.integers(0, 2**31 - 1))
     errs: dict[str, float] = {}
     fd_err = None
@@ -302,70 +304,5 @@ def run_case(op: str, rng: np.random.Generator, *, float32: bool = True) -> Case
                 )
                 fd_err = abs(fd - exact) / max(scale, 1e-30)
                 passed &= fd_err <= FD_TOLERANCE
-    return CaseResult(op, desc, errs, fd_err, bool(passed), time.perf_counter() - t0)
-
-
-def _pool_runner() -> (
-    tuple[tuple[str, ...], Callable[[str, np.random.Generator], dict[str, Any]]] | None
-):
-    try:
-        from ._verify_pool import POOL_OPS, run_pool_case
-    except ImportError:  # pragma: no cover - pooling not built
-        return None
-    return POOL_OPS, run_pool_case
-
-
-def plan(examples: int) -> list[str]:
-    """Which op each of ``examples`` configurations exercises (conv gets the most)."""
-    weights = {
-        "conv": 4,
-        "conv[fft]": 2,
-        "conv[shift]": 1,
-        "conv_transpose": 2,
-        "conv_input_grad": 1,
-        "conv_weight_grad": 1,
-        "conv_general_dilated": 2,
-    }
-    runner = _pool_runner()
-    if runner is not None:
-        for name in runner[0]:
-            weights[name] = 1
-    ops = [op for op, w in weights.items() for _ in range(w)]
-    return [ops[i % len(ops)] for i in range(examples)]
-
-
-def _one(op: str, index: int, seed: int) -> CaseResult:
-    rng = np.random.default_rng([seed, index])  # each case its own stream: order-free
-    if op in CONV_OPS:
-        return run_case(op, rng, float32=index % 2 == 0)
-    runner = _pool_runner()
-    assert runner is not None
-    t0 = time.perf_counter()
-    d = runner[1](op, rng)
-    return CaseResult(
-        op=d["op"],
-        config=d["config"],
-        rel_err={d["dtype"]: d["rel_err"]},
-        fd_rel_err=d.get("fd_rel_err"),
-        passed=bool(d["passed"]),
-        seconds=time.perf_counter() - t0,
-    )
-
-
-def sweep(seed: int, examples: int, workers: int = 1) -> Iterator[CaseResult]:
-    """Yield one :class:`CaseResult` per configuration (in completion order).
-
-    Each configuration is drawn from its own stream ``(seed, index)``, so the set of cases
-    does not depend on ``workers``; threads overlap XLA compilations, which dominate.
-    """
-    ops = plan(examples)
-    if workers <= 1:
-        for i, op in enumerate(ops):
-            yield _one(op, i, seed)
-        return
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(_one, op, i, seed) for i, op in enumerate(ops)]
-        for fut in as_completed(futures):
-            yield fut.result()
+    label = op if method == "auto" else f"{op}[{method}]"
+    return CaseResult(label, desc, errs, fd_err, bool(passed), time.perf_counter() - t0)
