@@ -1,9 +1,9 @@
 """Pooling: hand-computed cases, properties against ``jax.vjp`` of ``lax.reduce_window`` and
 the loop references, and identities (adjoint, determinism, composition with jit/vmap/hessian).
 
-The pools, loop references, strategies and lax references come from the public API. Private
-imports: the x64 shim and the per-dtype tolerance table (shared with the conv tests), and
-``jaxconv._verify.pool_cases``'s ``POOL_OPS``/``run_pool_case`` because one test is about that harness.
+The pools, loop references, strategies, lax references and tolerances come from the public
+API. One private import: ``jaxconv._verify.pool_cases``'s ``POOL_OPS``/``run_pool_case``,
+because one test is about that harness.
 """
 
 from __future__ import annotations
@@ -32,15 +32,16 @@ from jaxconv import (
     max_unpool,
 )
 from jaxconv import reference as ref
-from jaxconv.testing import enable_x64
-from jaxconv.testing import relative_error, tolerance
 from jaxconv._verify.pool_cases import POOL_OPS, run_pool_case
 from jaxconv.testing import (
     adaptive_pool_cases,
+    enable_x64,
     lax_avg_pool,
     lax_max_pool,
     pool_array,
     pool_cases,
+    relative_error,
+    tolerance,
 )
 
 # ------------------------------------------------------------------------------ helpers

@@ -22,8 +22,7 @@ from jaxconv import (
     max_pool,
     max_unpool,
 )
-from jaxconv.testing import enable_x64
-from jaxconv.testing import pool_array
+from jaxconv.testing import enable_x64, pool_array
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
