@@ -10,12 +10,14 @@ import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 __all__ = [
     "check_choice",
     "check_float_array",
     "check_float_dtype",
+    "check_numeric_array",
     "check_shape",
     "check_int",
     "check_ndim",
@@ -25,7 +27,27 @@ __all__ = [
 ]
 
 
+def _plain(value: Any, name: str) -> Any:
+    """NumPy (and concrete JAX) integer arrays and scalars as plain Python ints and lists,
+    so every helper below accepts ``np.array([1, 1])`` wherever it accepts ``[1, 1]``.
+
+    A traced value cannot be a static argument: that gets its own message.
+    """
+    if isinstance(value, jax.Array):
+        try:
+            value = np.asarray(value)
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+            raise TypeError(
+                f"`{name}` must be static (Python ints, not a traced array: under jax.jit "
+                f"mark it with static_argnums/static_argnames), got {value!r}"
+            ) from None
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()  # floats stay floats and bools stay bools: refused below
+    return value
+
+
 def _as_int(value: Any, name: str) -> int:
+    value = _plain(value, name)
     if isinstance(value, bool | np.bool_):
         raise TypeError(f"`{name}` must be an int or a sequence of ints, got {value!r}")
     try:
@@ -51,36 +73,40 @@ def normalize_tuple(
       TypeError: an element is not an integer.
       ValueError: the sequence has the wrong length or an element is below ``minimum``.
     """
+    shown, value = value, _plain(value, name)
     if isinstance(value, Iterable) and not isinstance(value, str | bytes):
         items = tuple(value)
         if len(items) != n:
             raise ValueError(
                 f"`{name}` must be an int or a sequence of {n} ints (one per spatial "
-                f"dimension), got {value!r}"
+                f"dimension), got {shown!r}"
             )
         out = tuple(_as_int(v, name) for v in items)
     else:
         out = (_as_int(value, name),) * n
     if minimum is not None and any(v < minimum for v in out):
-        raise ValueError(f"`{name}` must be >= {minimum} in every dimension, got {value!r}")
+        raise ValueError(f"`{name}` must be >= {minimum} in every dimension, got {shown!r}")
     return out
 
 
 def normalize_pairs(value: Any, n: int, name: str) -> tuple[tuple[int, int], ...]:
-    """``n`` non-negative ``(low, high)`` pairs from an int, ``n`` ints or ``n`` pairs."""
+    """``n`` non-negative ``(low, high)`` pairs from an int, ``n`` ints or ``n`` pairs (NumPy
+    integer arrays of shape ``()``, ``(n,)`` or ``(n, 2)`` included)."""
+    shown, value = value, _plain(value, name)
     if isinstance(value, Sequence) and not isinstance(value, str | bytes):
         items = tuple(value)
         if len(items) != n:
             raise ValueError(
                 f"`{name}` must be an int, {n} ints, or {n} (low, high) pairs (one per "
-                f"spatial dimension), got {value!r}"
+                f"spatial dimension), got {shown!r}"
             )
         pairs = []
         for item in items:
+            item = _plain(item, name)
             if isinstance(item, Sequence) and not isinstance(item, str | bytes):
                 if len(item) != 2:
                     raise ValueError(
-                        f"`{name}` pairs must be (low, high), got {item!r} in {value!r}"
+                        f"`{name}` pairs must be (low, high), got {item!r} in {shown!r}"
                     )
                 pairs.append((_as_int(item[0], name), _as_int(item[1], name)))
             else:
@@ -90,7 +116,7 @@ def normalize_pairs(value: Any, n: int, name: str) -> tuple[tuple[int, int], ...
         v = _as_int(value, name)
         pairs = [(v, v)] * n
     if any(lo < 0 or hi < 0 for lo, hi in pairs):
-        raise ValueError(f"`{name}` must be >= 0 in every dimension, got {value!r}")
+        raise ValueError(f"`{name}` must be >= 0 in every dimension, got {shown!r}")
     return tuple(pairs)
 
 
@@ -102,11 +128,23 @@ def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
     return value
 
 
+def _type_name(x: Any) -> str:
+    """``torch.Tensor``, ``list``: what a message says was received."""
+    t = type(x)
+    module = t.__module__.split(".")[0]
+    return t.__name__ if module == "builtins" else f"{module}.{t.__name__}"
+
+
 def _dtype_of(x: Any, name: str) -> np.dtype:
     dtype = getattr(x, "dtype", None)
     if dtype is None:
-        raise TypeError(f"`{name}` must be an array, got {type(x).__name__}")
-    return np.dtype(dtype)
+        raise TypeError(f"`{name}` must be an array, got {_type_name(x)}")
+    try:
+        return np.dtype(dtype)
+    except TypeError:  # e.g. a torch tensor: its dtype is not a NumPy dtype
+        raise TypeError(
+            f"`{name}` must be a JAX or NumPy array, got {_type_name(x)} with dtype {dtype}"
+        ) from None
 
 
 def check_float_array(x: Any, name: str) -> np.dtype:
@@ -116,6 +154,17 @@ def check_float_array(x: Any, name: str) -> np.dtype:
         raise TypeError(
             f"`{name}` must have a floating dtype (bfloat16, float16, float32 or "
             f"float64), got {dtype.name}"
+        )
+    return dtype
+
+
+def check_numeric_array(x: Any, name: str) -> np.dtype:
+    """Check ``x`` is an array of a bool, integer, floating or complex dtype (what ``lax``
+    convolves)."""
+    dtype = _dtype_of(x, name)
+    if not any(jax.dtypes.issubdtype(dtype, k) for k in (np.bool_, np.number)):
+        raise TypeError(
+            f"`{name}` must have a bool, integer, floating or complex dtype, got {dtype.name}"
         )
     return dtype
 
@@ -157,21 +206,26 @@ def check_at_most(
         raise ValueError(f"`{name}` must be {rule} in every dimension, got {received}")
 
 
-def check_shape(value: Any, name: str) -> tuple[int, ...]:
-    """A shape: a sequence (or 1-D integer array) of non-negative ints, as a tuple."""
-    if isinstance(value, str | bytes) or not isinstance(value, Iterable) or np.ndim(value) != 1:
-        raise TypeError(f"`{name}` must be a sequence of non-negative ints, got {value!r}")
-    items = tuple(value)
+def check_shape(value: Any, name: str, *, minimum: int = 0) -> tuple[int, ...]:
+    """A shape: a sequence (or 1-D integer array) of ints ``>= minimum``, as a tuple.
+
+    Raises:
+      TypeError: not a sequence (an int, ``None``, a string), or an element is not an int.
+      ValueError: an element is below ``minimum``.
+    """
+    what = "non-negative ints" if minimum == 0 else f"ints >= {minimum}"
+    items = _plain(value, name)
+    if isinstance(items, str | bytes) or not isinstance(items, Iterable):
+        raise TypeError(f"`{name}` must be a sequence of {what}, got {value!r}")
+    items = tuple(items)
     if any(isinstance(v, bool | np.bool_) for v in items):
-        raise TypeError(f"`{name}` must be a sequence of non-negative ints, got {value!r}")
+        raise TypeError(f"`{name}` must be a sequence of {what}, got {value!r}")
     try:
         out = tuple(operator.index(v) for v in items)
     except TypeError:
-        raise TypeError(
-            f"`{name}` must be a sequence of non-negative ints, got {value!r}"
-        ) from None
-    if any(v < 0 for v in out):
-        raise ValueError(f"`{name}` must be a sequence of non-negative ints, got {value!r}")
+        raise TypeError(f"`{name}` must be a sequence of {what}, got {value!r}") from None
+    if any(v < minimum for v in out):
+        raise ValueError(f"`{name}` must be a sequence of {what}, got {value!r}")
     return out
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ._checks import check_choice, normalize_pairs, normalize_tuple
+from ._checks import check_choice, check_shape, normalize_pairs, normalize_tuple
 
 __all__ = [
     "PADDING_STRINGS",
@@ -114,21 +114,35 @@ def padding_pairs(
       One ``(low, high)`` pair per spatial dimension.
 
     Raises:
-      ValueError: an unknown padding string, a negative pad, a sequence of the wrong length.
+      TypeError: a shape that is not a sequence of ints, a non-integer pad, stride or dilation.
+      ValueError: an unknown padding string, a negative pad or size, a kernel size below 1,
+        a sequence of the wrong length.
 
     >>> padding_pairs("SAME", (5,), (4,), stride=2)   # PyTorch's padding="same" refuses stride 2
     ((1, 2),)
     >>> padding_pairs("SAME", (4,), (2,)), padding_pairs("SAME_LOWER", (4,), (2,))
     (((0, 1),), ((1, 0),))
     """
+    input_shape, kernel_shape, strides, dilations = _checked_geometry(
+        input_shape, kernel_shape, stride, dilation
+    )
+    return resolve_padding(padding, input_shape, kernel_shape, strides, dilations)
+
+
+def _checked_geometry(
+    input_shape: Any, kernel_shape: Any, stride: Any, dilation: Any
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The public shape functions' arguments, checked: sizes >= 0, kernel sizes >= 1."""
+    input_shape = check_shape(input_shape, "input_shape")
+    kernel_shape = check_shape(kernel_shape, "kernel_shape", minimum=1)
     n = len(kernel_shape)
     if len(input_shape) != n:
         raise ValueError(
-            f"`input_shape` must have one size per kernel dimension ({n}), got {tuple(input_shape)}"
+            f"`input_shape` must have one size per kernel dimension ({n}), got {input_shape}"
         )
     strides = normalize_tuple(stride, n, "stride", minimum=1)
     dilations = normalize_tuple(dilation, n, "dilation", minimum=1)
-    return resolve_padding(padding, tuple(input_shape), tuple(kernel_shape), strides, dilations)
+    return input_shape, kernel_shape, strides, dilations
 
 
 def conv_output_shape(
@@ -149,18 +163,20 @@ def conv_output_shape(
       The spatial output sizes ``(*spatial_out,)``.
 
     Raises:
-      ValueError: bad arguments, or a (dilated) kernel larger than the padded input.
+      TypeError: a shape that is not a sequence of ints, a non-integer pad, stride or dilation.
+      ValueError: a negative size or pad, a kernel size below 1, or a (dilated) kernel
+        larger than the padded input (:func:`jaxconv.conv` refuses an empty output).
 
     The lecture's example: a 32x32 image and 5x5 filters, stride 1, no padding.
 
     >>> conv_output_shape((32, 32), (5, 5))
     (28, 28)
     """
-    pairs = padding_pairs(padding, input_shape, kernel_shape, stride, dilation)
-    n = len(kernel_shape)
-    strides = normalize_tuple(stride, n, "stride", minimum=1)
-    dilations = normalize_tuple(dilation, n, "dilation", minimum=1)
-    check_kernel_fits(input_shape, kernel_shape, pairs, dilations)
+    input_shape, kernel_shape, strides, dilations = _checked_geometry(
+        input_shape, kernel_shape, stride, dilation
+    )
+    pairs = resolve_padding(padding, input_shape, kernel_shape, strides, dilations)
+    check_kernel_fits(input_shape, kernel_shape, pairs, dilations, kernel_name="kernel_shape")
     return tuple(
         conv_output_size(i, k, s, p, d)
         for i, k, s, p, d in zip(input_shape, kernel_shape, strides, pairs, dilations, strict=True)
@@ -177,8 +193,9 @@ def check_kernel_fits(
     kernel_name: str = "w",
     dilation_name: str = "dilation",
 ) -> None:
-    """Raise ``ValueError`` when a dilated kernel is larger than the padded input (the
-    message names the kernel and dilation arguments as the caller spelled them)."""
+    """Raise ``ValueError`` when a dilated kernel is larger than the padded input: ``conv``'s
+    PyTorch rule (the message names the kernel and dilation arguments as the caller spelled
+    them, and points to ``conv_general_dilated``, which returns lax's empty output)."""
     lhs_dilation = lhs_dilation or (1,) * len(kernel_shape)
     for i, k, (lo, hi), d, ld in zip(
         input_shape, kernel_shape, pairs, dilation, lhs_dilation, strict=True
@@ -193,8 +210,9 @@ def check_kernel_fits(
             raise ValueError(
                 "the dilated kernel must fit in the padded input in every spatial dimension: "
                 f"`{kernel_name}` spatial shape {tuple(kernel_shape)} with `{dilation_name}` "
-                f"{tuple(dilation)} spans "
-                f"{spans}, but the padded input is {padded_shape}"
+                f"{tuple(dilation)} spans {spans}, but the padded input is {padded_shape} "
+                "(conv refuses an empty output, as PyTorch does; "
+                "jaxconv.conv_general_dilated follows lax and returns one)"
             )
 
 

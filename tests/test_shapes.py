@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -128,6 +129,12 @@ def test_conv_transpose_size_inverts_conv_size(size, kernel, stride, dilation, p
         ((0, (5, 5), (3,)), ValueError, "`input_shape` must have one size per kernel dimension"),
         ((0, (5,), (3,), 0), ValueError, "`stride` must be >= 1 in every dimension, got 0"),
         ((1.5, (5,), (3,)), TypeError, "`padding` must be an int or a sequence of ints, got 1.5"),
+        (("SAME", (8,), (2.5,)), TypeError, r"`kernel_shape` must be a sequence of ints >= 1"),
+        (("FULL", (8,), (-3,)), ValueError, r"`kernel_shape` must be a sequence of ints >= 1"),
+        (("VALID", (8,), (0,)), ValueError, r"`kernel_shape` .* got \(0,\)"),
+        (("SAME", (-8,), (3,)), ValueError, r"`input_shape` must be a sequence of non-negative"),
+        (("SAME", 8, (3,)), TypeError, r"`input_shape` must be a sequence of non-negative .*got 8"),
+        ((0, (8,), (3,), np.array(0)), ValueError, r"`stride` must be >= 1"),
     ],
 )
 def test_padding_pairs_errors(args, exc, match):
@@ -138,3 +145,35 @@ def test_padding_pairs_errors(args, exc, match):
 def test_conv_output_shape_refuses_kernel_larger_than_padded_input():
     with pytest.raises(ValueError, match="the dilated kernel must fit in the padded input"):
         conv_output_shape((4,), (3,), dilation=2)
+
+
+@pytest.mark.parametrize(
+    ("args", "exc", "match"),
+    [
+        (((8,), (0,)), ValueError, r"`kernel_shape` must be a sequence of ints >= 1, got \(0,\)"),
+        (((8,), (-2,)), ValueError, r"`kernel_shape` must be a sequence of ints >= 1, got \(-2,\)"),
+        (((8.5,), (3,)), TypeError, r"`input_shape` must be a sequence of non-negative ints"),
+        ((8, 3), TypeError, r"`input_shape` must be a sequence of non-negative ints, got 8"),
+        (((8,), 3), TypeError, r"`kernel_shape` must be a sequence of ints >= 1, got 3"),
+        (
+            (None, (3,)),
+            TypeError,
+            r"`input_shape` must be a sequence of non-negative ints, got None",
+        ),
+        (((8,), (True,)), TypeError, r"`kernel_shape` must be a sequence"),
+    ],
+)
+def test_conv_output_shape_errors(args, exc, match):
+    with pytest.raises(exc, match=match):
+        conv_output_shape(*args)
+
+
+def test_numpy_integers_accepted():
+    assert conv_output_shape(
+        np.array([8, 9]),
+        (np.int64(3), 3),
+        stride=np.array([2, 1]),
+        padding=np.array([[1, 0], [0, 2]]),
+    ) == conv_output_shape((8, 9), (3, 3), stride=(2, 1), padding=((1, 0), (0, 2)))
+    assert padding_pairs(np.array(1), np.array([5]), np.array([3]), np.int8(2)) == ((1, 1),)
+    assert padding_pairs("SAME", np.array([5]), np.array([4]), np.array([2])) == ((1, 2),)
