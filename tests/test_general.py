@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from jax import lax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import jaxconv
-from jaxconv._compat import enable_x64
-from jaxconv.testing import assert_vjp_matches, random_array
+from jaxconv.testing import assert_allclose_rel, assert_vjp_matches, enable_x64, random_array
 
 _LAYOUTS_2D = [
     ("NCHW", "OIHW", "NCHW"),
@@ -144,7 +145,10 @@ def test_second_derivatives_match_lax():
         ),
         (dict(window_strides=(0, 1)), ValueError, "`window_strides` must be >= 1"),
         (dict(feature_group_count=3), ValueError, "`feature_group_count` \\(3\\) must divide"),
-        (dict(out_sharding="x"), NotImplementedError, "`out_sharding` is not supported"),
+        (dict(out_sharding="x"), TypeError, "`out_sharding` must be None, a jax.sharding"),
+        (dict(out_sharding=P()), ValueError, "`out_sharding` given as a PartitionSpec needs a"),
+        (dict(window_strides=np.array([1, 0])), ValueError, "`window_strides` must be >= 1"),
+        (dict(preferred_element_type=jnp.float16), TypeError, "`preferred_element_type` must"),
         (dict(dimension_numbers=("NCHW", "OIHW")), ValueError, "`dimension_numbers` are not valid"),
     ],
 )
@@ -155,11 +159,13 @@ def test_bad_input(kwargs, exc, match):
         jaxconv.conv_general_dilated(jnp.zeros((1, 4, 5, 5)), jnp.zeros((2, 4, 3, 3)), **base)
 
 
-def test_integer_arrays_refused():
-    with pytest.raises(TypeError, match="`lhs` must have a floating dtype"):
+def test_mixed_and_non_numeric_dtypes_refused():
+    with pytest.raises(TypeError, match="`rhs` must have the same dtype as `lhs` \\(int32\\)"):
         jaxconv.conv_general_dilated(
             jnp.zeros((1, 1, 3), jnp.int32), jnp.zeros((1, 1, 2)), (1,), "VALID"
         )
+    with pytest.raises(TypeError, match="`lhs` must have a bool, integer, floating or complex"):
+        jaxconv.conv_general_dilated(np.array([["a"]]), np.array([["b"]]), (), "VALID")
 
 
 def test_all_layout_permutations_1d():
@@ -193,3 +199,340 @@ def test_all_layout_permutations_1d():
         g2 = jax.grad(functools.partial(loss, lax.conv_general_dilated), (0, 1))(x, k)
         for a, b in zip(g1, g2, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------
+# What lax accepts, the drop-in accepts (issue 8, item 4). Cases are ported from JAX's own
+# tests/lax_test.py (testConvGeneralDilated, testConvGeneralDilated0D, testConv0DIsDot,
+# testConvPreferredElement) and tests/lax_autodiff_test.py (testConvGeneralDilatedGrad,
+# testGradConv0D, testConvPreferredElementType), a compact subset.
+
+_RTOL = {"float32": 1e-5, "float64": 1e-12, "complex64": 1e-5, "complex128": 1e-12}
+
+
+def _as_real(a):
+    """Complex arrays as (real, imag) pairs, so relative errors are measured on both."""
+    a = np.asarray(a)
+    return np.stack([a.real, a.imag]) if np.iscomplexobj(a) else a
+
+
+def _random(rng, shape, dtype):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "c":
+        return jnp.asarray(rng.standard_normal(shape) + 1j * rng.standard_normal(shape), dtype)
+    if dtype.kind in "iub":
+        return jnp.asarray(rng.integers(0, 2 if dtype.kind == "b" else 4, shape), dtype)
+    return jnp.asarray(rng.standard_normal(shape), dtype)
+
+
+def _check_like_lax(lhs, rhs, kw, *, seed=0):
+    """Values, dtype and shape equal lax's; for inexact dtypes so are both VJPs (for a random
+    cotangent) and jax.grad of a real loss; for integers and bools the gradients are float0
+    like lax's. Jitted on both sides."""
+    ours = functools.partial(jaxconv.conv_general_dilated, **kw)
+    ref = functools.partial(lax.conv_general_dilated, **kw, precision="highest")
+    y, y_ref = jax.jit(ours)(lhs, rhs), jax.jit(ref)(lhs, rhs)
+    assert (y.shape, y.dtype) == (y_ref.shape, y_ref.dtype)
+    if not jnp.issubdtype(lhs.dtype, jnp.inexact):
+        np.testing.assert_array_equal(y, y_ref)  # small integers: exact in any output dtype
+        for fn in (ours, ref):
+            grads = jax.grad(
+                lambda a, b, fn=fn: jnp.sum(fn(a, b).astype(jnp.float32)), (0, 1), allow_int=True
+            )(lhs, rhs)
+            assert [(g.shape, g.dtype) for g in grads] == [
+                (lhs.shape, jax.dtypes.float0),
+                (rhs.shape, jax.dtypes.float0),
+            ]
+        return
+    rtol = _RTOL[np.dtype(y.dtype).name]
+    assert_allclose_rel(_as_real(y), _as_real(y_ref), rtol, "value")
+    ct = _random(np.random.default_rng(seed), y.shape, y.dtype)
+
+    def pullback(fn):
+        return jax.jit(lambda a, b, c: jax.vjp(fn, a, b)[1](c))(lhs, rhs, ct)
+
+    def real_loss_grad(fn):  # a real loss of a complex output: JAX's convention for jax.grad
+        return jax.jit(jax.grad(lambda a, b: jnp.real(jnp.sum(fn(a, b) * ct)), (0, 1)))(lhs, rhs)
+
+    for get in (pullback, real_loss_grad):
+        for g, g_ref in zip(get(ours), get(ref), strict=True):
+            assert (g.shape, g.dtype) == (g_ref.shape, g_ref.dtype)
+            assert_allclose_rel(_as_real(g), _as_real(g_ref), rtol, get.__name__)
+            if y.size == 0:  # an empty output: every gradient entry is exactly zero, as lax's
+                assert not np.any(np.asarray(g))
+
+
+_EMPTY_OUTPUTS = [
+    # (lhs shape, rhs shape, keyword arguments): a kernel larger than the (padded) input
+    ((1, 1, 3), (1, 1, 5), dict(window_strides=(1,), padding="VALID")),
+    ((1, 2, 3, 3), (1, 2, 4, 2), dict(window_strides=(2, 1), padding="VALID", rhs_dilation=(1, 2))),
+    # padding that crops the whole input (lax allows a padded size of exactly 0)
+    ((1, 1, 5), (1, 1, 1), dict(window_strides=(1,), padding=[(-2, -3)])),
+    ((2, 1, 5), (1, 1, 3), dict(window_strides=(1,), padding=[(-5, 0)])),
+    ((1, 1, 3), (1, 1, 1), dict(window_strides=(1,), padding=[(-5, 0)], lhs_dilation=(2,))),
+    # zero-size spatial axes
+    ((1, 1, 0), (1, 1, 2), dict(window_strides=(1,), padding="VALID")),
+    ((1, 1, 0), (1, 1, 2), dict(window_strides=(1,), padding="SAME")),
+    # lax_autodiff_test testConvGeneralDilatedGrad: lhs (b, i, 0, 4), kernel (j, i, 1, 2)
+    ((2, 2, 0, 4), (2, 2, 1, 2), dict(window_strides=(1, 2), padding=[(0, 0), (0, 1)])),
+    ((4, 2, 0, 4), (2, 2, 1, 2), dict(window_strides=(2, 1), padding="VALID", batch_group_count=2)),
+]
+
+
+@pytest.mark.parametrize(("lhs_shape", "rhs_shape", "kw"), _EMPTY_OUTPUTS)
+def test_empty_outputs_and_zero_gradients_like_lax(lhs_shape, rhs_shape, kw):
+    rng = np.random.default_rng(3)
+    lhs, rhs = _random(rng, lhs_shape, np.float32), _random(rng, rhs_shape, np.float32)
+    assert jaxconv.conv_general_dilated(lhs, rhs, **kw).size == 0
+    _check_like_lax(lhs, rhs, kw)
+
+
+def test_empty_input_with_padding_gives_a_full_output_like_lax():
+    """lax_test testConvGeneralDilated, w = 0 with padding ((10, 8), (7, 13)): an input of
+    width 0 padded to 20 gives a full-size output of zeros, and gradients."""
+    rng = np.random.default_rng(4)
+    lhs, rhs = _random(rng, (2, 4, 9, 0), np.float32), _random(rng, (6, 2, 4, 5), np.float32)
+    kw = dict(
+        window_strides=(2, 1),
+        padding=[(10, 8), (7, 13)],
+        lhs_dilation=(1, 2),
+        rhs_dilation=(1, 4),
+        feature_group_count=2,
+    )
+    assert jaxconv.conv_general_dilated(lhs, rhs, **kw).shape == (2, 6, 12, 4)
+    _check_like_lax(lhs, rhs, kw)
+
+
+def test_conv_still_refuses_empty_outputs_and_says_where_to_go():
+    with pytest.raises(ValueError, match="jaxconv.conv_general_dilated follows lax"):
+        jaxconv.conv(jnp.zeros((1, 1, 3)), jnp.zeros((1, 1, 5)))
+
+
+@pytest.mark.parametrize(
+    ("lhs_shape", "rhs_shape", "kw"),
+    [
+        # lax_test testConvGeneralDilated0D: (b * bgc, i * fgc) and (j * fgc * bgc, i)
+        ((2, 3), (3, 3), dict(dimension_numbers=("NC", "OI", "NC"))),
+        ((3, 4), (6, 2), dict(dimension_numbers=("NC", "OI", "NC"), feature_group_count=2)),
+        ((4, 3), (6, 3), dict(dimension_numbers=("NC", "OI", "NC"), batch_group_count=2)),
+        ((2, 3), (4, 3), dict(dimension_numbers=None, padding="SAME")),
+        # lax_autodiff_test testGradConv0D: lax.ConvDimensionNumbers((0, 1), (1, 0), (0, 1))
+        ((2, 5), (5, 10), dict(dimension_numbers=lax.ConvDimensionNumbers((0, 1), (1, 0), (0, 1)))),
+    ],
+)
+def test_0d_convolution_is_a_dot_product_like_lax(lhs_shape, rhs_shape, kw):
+    kw = dict(window_strides=(), padding=(), lhs_dilation=(), rhs_dilation=()) | kw
+    rng = np.random.default_rng(5)
+    with enable_x64():
+        lhs, rhs = _random(rng, lhs_shape, np.float64), _random(rng, rhs_shape, np.float64)
+        _check_like_lax(lhs, rhs, kw)
+        if kw.get("feature_group_count", 1) == kw.get("batch_group_count", 1) == 1:
+            dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, kw["dimension_numbers"])
+            w = rhs.T if dn.rhs_spec[0] == 0 else rhs  # as (I, O)
+            np.testing.assert_allclose(jaxconv.conv_general_dilated(lhs, rhs, **kw), lhs @ w)
+
+
+_GENERAL_KW = dict(
+    window_strides=(2, 1),
+    padding=[(1, 2), (2, 0)],
+    lhs_dilation=(1, 2),
+    rhs_dilation=(2, 1),
+    feature_group_count=2,
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+)
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+@pytest.mark.parametrize("batch_groups", [False, True])
+def test_complex_values_vjps_and_real_loss_gradients_like_lax(dtype, batch_groups):
+    """The hand-derived rules with transposes, not conjugates: JAX's VJP convention."""
+    kw = dict(_GENERAL_KW)
+    if batch_groups:
+        kw.update(feature_group_count=1, batch_group_count=2)
+    rng = np.random.default_rng(6)
+    with enable_x64():
+        lhs = _random(rng, (4, 7, 6, 4 if batch_groups else 4), dtype)
+        rhs = _random(rng, (2, 3, 4 if batch_groups else 2, 6), dtype)
+        _check_like_lax(lhs, rhs, kw)
+
+
+def test_complex_second_derivative_like_lax():
+    """Reverse-over-reverse through the complex rules: the Hessian of a real loss with
+    respect to the real part of the input."""
+    rng = np.random.default_rng(7)
+    kw = dict(window_strides=(2,), padding=[(1, 0)], lhs_dilation=(2,))
+    with enable_x64():
+        re, im = rng.standard_normal((2, 1, 2, 5))
+        w = _random(rng, (2, 2, 2), "complex128")
+
+        def f(fn):
+            return lambda t: jnp.real(jnp.sum(jnp.sin(fn(lax.complex(t, im), w, **kw))))
+
+        h = jax.jit(jax.hessian(f(jaxconv.conv_general_dilated)))(re)
+        h_ref = jax.jit(jax.hessian(f(lax.conv_general_dilated)))(re)
+        np.testing.assert_allclose(h, h_ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int32", "uint8", "bool"])
+@pytest.mark.parametrize("preferred", [None, "int32", "float32"])
+def test_integer_and_bool_inputs_like_lax(dtype, preferred):
+    """Forward only, exactly lax's values; gradients are float0, as lax's."""
+    rng = np.random.default_rng(8)
+    lhs, rhs = _random(rng, (2, 7, 6, 4), dtype), _random(rng, (2, 3, 2, 6), dtype)
+    _check_like_lax(lhs, rhs, _GENERAL_KW | dict(preferred_element_type=preferred))
+
+
+# JAX's preferred_type_combinations (lax_test.py), those that run on CPU without x64 first.
+_PREFERRED = [
+    ("float16", "float32"),
+    ("bfloat16", "float32"),
+    ("float16", "bfloat16"),
+    ("int8", "int16"),
+    ("int8", "float16"),
+    ("int16", "float32"),
+    ("uint8", "int8"),
+    ("bool", "complex64"),
+    ("float32", "float64"),
+    ("complex64", "complex128"),
+    ("int32", "int64"),
+]
+
+
+@pytest.mark.parametrize(("dtype", "preferred"), _PREFERRED)
+def test_preferred_element_type_like_lax(dtype, preferred):
+    rng = np.random.default_rng(9)
+    with enable_x64():
+        lhs, rhs = _random(rng, (2, 3, 9, 10), dtype), _random(rng, (2, 3, 4, 5), dtype)
+        kw = dict(window_strides=(1, 2), padding="SAME", preferred_element_type=preferred)
+        y = jaxconv.conv_general_dilated(lhs, rhs, **kw)
+        y_ref = lax.conv_general_dilated(lhs, rhs, **kw, precision="highest")
+        assert y.dtype == y_ref.dtype == np.dtype(preferred)
+        # as JAX's testConvPreferredElement: equal to the conv of inputs upcast to `preferred`
+        up = lax.conv_general_dilated(
+            lhs.astype(preferred), rhs.astype(preferred), (1, 2), "SAME", precision="highest"
+        )
+        assert_allclose_rel(_as_real(y), _as_real(up), 1e-5)
+        if jnp.issubdtype(lhs.dtype, jnp.inexact):  # gradients keep the inputs' dtypes
+            grads = jax.grad(
+                lambda a, b: jnp.real(jnp.sum(jaxconv.conv_general_dilated(a, b, **kw))), (0, 1)
+            )(lhs, rhs)
+            grads_ref = jax.grad(
+                lambda a, b: jnp.real(jnp.sum(lax.conv_general_dilated(a, b, **kw))), (0, 1)
+            )(lhs, rhs)
+            for g, g_ref in zip(grads, grads_ref, strict=True):
+                assert g.dtype == g_ref.dtype == lhs.dtype
+                tol = 1e-1 if lhs.dtype.itemsize == 2 else 1e-5
+                assert_allclose_rel(_as_real(g), _as_real(g_ref), tol)
+
+
+def test_preferred_element_type_gradient_regression_from_jax():
+    """lax_autodiff_test testConvPreferredElementType (jax issue 31592), NLC/LIO layout."""
+    x, w = jnp.ones((1, 8, 4), jnp.bfloat16), jnp.ones((3, 4, 8), jnp.bfloat16)
+    kw = dict(
+        window_strides=(1,),
+        padding="VALID",
+        rhs_dilation=(1,),
+        dimension_numbers=("NLC", "LIO", "NLC"),
+        preferred_element_type=jnp.float32,
+    )
+    g = jax.grad(lambda x, w: jaxconv.conv_general_dilated(x, w, **kw).sum(), (0, 1))(x, w)
+    g_ref = jax.grad(lambda x, w: lax.conv_general_dilated(x, w, **kw).sum(), (0, 1))(x, w)
+    for a, b in zip(g, g_ref, strict=True):
+        assert a.dtype == b.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "preferred"),
+    [
+        ("float32", "float16"),
+        ("float32", "bfloat16"),
+        ("float32", "int32"),
+        ("int32", "int8"),
+        ("int32", "float16"),
+        ("int8", "uint8"),
+        ("int32", "bool"),
+        ("complex64", "float32"),
+        ("float32", "complex64"),
+        ("float64", "float32"),
+        ("complex128", "complex64"),
+    ],
+)
+def test_preferred_element_type_refused_where_lax_refuses(dtype, preferred):
+    with enable_x64():
+        lhs, rhs = jnp.zeros((1, 1, 3), dtype), jnp.zeros((1, 1, 2), dtype)
+        with pytest.raises(TypeError):  # the table is lax's own rule
+            lax.conv_general_dilated(lhs, rhs, (1,), "VALID", preferred_element_type=preferred)
+        with pytest.raises(TypeError, match=f"`preferred_element_type` must .*, got {preferred}"):
+            jaxconv.conv_general_dilated(lhs, rhs, (1,), "VALID", preferred_element_type=preferred)
+
+
+def _mesh_context(mesh):
+    """``jax.set_mesh`` (newer jax) or ``jax.sharding.use_mesh`` (older)."""
+    set_mesh = getattr(jax, "set_mesh", None) or jax.sharding.use_mesh
+    return set_mesh(mesh)
+
+
+@pytest.mark.parametrize(
+    ("x_spec", "w_spec", "out"),
+    [
+        (P(), P(), P()),
+        (P("a"), P(), None),  # data parallel: the batch sharded, the kernel replicated
+        (P("a"), P(), P()),
+        (P("a"), P(), P(None, "a")),
+        (P(), P("a"), P()),  # a sharded kernel needs out_sharding, in lax too
+        (P(None, "a"), P(), "named"),
+    ],
+)
+def test_out_sharding_and_gradient_shardings_like_lax(x_spec, w_spec, out):
+    """On an explicit mesh over the available devices: lax's output sharding, and each
+    gradient with its operand's sharding (lax's transpose rules), values equal."""
+    n = jax.device_count()
+    mesh = jax.make_mesh((n,), ("a",), axis_types=(jax.sharding.AxisType.Explicit,))
+    out = NamedSharding(mesh, P()) if out == "named" else out
+    kw = dict(window_strides=(1,), padding="SAME", out_sharding=out)
+    rng = np.random.default_rng(10)
+    with _mesh_context(mesh):
+        x = jax.device_put(_random(rng, (2 * n, 2 * n, 6), np.float32), NamedSharding(mesh, x_spec))
+        w = jax.device_put(_random(rng, (2 * n, 2 * n, 3), np.float32), NamedSharding(mesh, w_spec))
+        results = []
+        for fn in (jaxconv.conv_general_dilated, lax.conv_general_dilated):
+
+            @jax.jit
+            def run(x, w, fn=fn):
+                y, vjp = jax.vjp(lambda a, b: fn(a, b, **kw), x, w)
+                return (y, *vjp(jnp.cos(y)))
+
+            results.append(run(x, w))
+        for a, b in zip(*results, strict=True):
+            assert jax.typeof(a).sharding.spec == jax.typeof(b).sharding.spec
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_out_sharding_refused_where_lax_refuses():
+    x = jnp.zeros((1, 1, 3))
+    for bad, exc in ((P(), ValueError), ("x", TypeError)):
+        with pytest.raises(exc):
+            lax.conv_general_dilated(x, x, (1,), "VALID", out_sharding=bad)
+        with pytest.raises(exc, match="`out_sharding`"):
+            jaxconv.conv_general_dilated(x, x, (1,), "VALID", out_sharding=bad)
+
+
+def test_zero_size_kernel_refused_before_lowering():
+    with pytest.raises(ValueError, match=r"`rhs` must have every spatial size >= 1"):
+        jaxconv.conv_general_dilated(jnp.ones((1, 1, 4)), jnp.ones((1, 1, 0)), (1,), "VALID")
+
+
+def test_jvp_of_the_op_itself_is_refused_but_jvp_of_grad_works():
+    """A custom_vjp function: jax.jvp of it is refused by JAX (documented); forward-over-
+    reverse works and equals lax's."""
+    x, w = jnp.ones((1, 1, 4)), jnp.ones((1, 1, 2))
+    with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
+        jax.jvp(lambda x: jaxconv.conv_general_dilated(x, w, (1,), "VALID"), (x,), (x,))
+    assert "jax.jvp" in jaxconv.conv_general_dilated.__doc__
+
+    def hvp(fn):
+        g = jax.grad(lambda x: jnp.sum(fn(x, w, (1,), "VALID") ** 3))
+        return jax.jvp(g, (x,), (x,))[1]
+
+    np.testing.assert_allclose(hvp(jaxconv.conv_general_dilated), hvp(lax.conv_general_dilated))

@@ -8,9 +8,11 @@ public wrapper, before anything is traced: ``nondiff_argnums`` only ever holds a
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import numpy as np
 from jax import lax
 
@@ -99,21 +101,64 @@ def canonical_precision(precision: Any) -> tuple[Any, Any] | None:
         ) from None
 
 
-def canonical_preferred(preferred_element_type: Any) -> np.dtype | None:
+_DTYPE_KINDS = (
+    ("bool", np.bool_),
+    ("integer", np.integer),
+    ("floating", np.floating),
+    ("complex", np.complexfloating),
+)
+
+
+def _kind(dtype: np.dtype) -> str | None:
+    return next((k for k, t in _DTYPE_KINDS if jax.dtypes.issubdtype(dtype, t)), None)
+
+
+def canonical_preferred(preferred_element_type: Any, dtype: Any) -> np.dtype | None:
+    """``preferred_element_type`` for inputs of ``dtype``, checked by lax's own rule, now.
+
+    As ``lax.conv_general_dilated``: floating inputs take a floating dtype, complex inputs a
+    complex one, integer inputs an integer (signed, for signed inputs) or floating one, bool
+    inputs any; never narrower than the inputs. A 64-bit request without x64 is truncated
+    to 32 bits with lax's warning.
+
+    Raises:
+      TypeError: ``preferred_element_type`` is not a dtype, or not one of the above.
+    """
     if preferred_element_type is None:
         return None
     try:
-        dtype = np.dtype(preferred_element_type)
-    except TypeError as e:
+        pref = np.dtype(preferred_element_type)
+    except TypeError:
         raise TypeError(
-            "`preferred_element_type` must be None or a floating dtype, got "
-            f"{preferred_element_type!r}"
-        ) from e
-    if not np.issubdtype(dtype, np.floating) and dtype.name != "bfloat16":
-        raise TypeError(
-            f"`preferred_element_type` must be None or a floating dtype, got {dtype.name}"
+            f"`preferred_element_type` must be None or a dtype, got {preferred_element_type!r}"
+        ) from None
+    canonical = np.dtype(jax.dtypes.canonicalize_dtype(pref))
+    if canonical != pref:
+        warnings.warn(
+            f"Explicitly requested dtype {pref.name} requested in preferred_element_type is "
+            f"not available, and will be truncated to dtype {canonical.name} (jax_enable_x64 "
+            "is off)",
+            UserWarning,
+            stacklevel=4,
         )
-    return dtype
+        pref = canonical
+    inp = np.dtype(dtype)
+    kind, pkind = _kind(inp), _kind(pref)
+    allowed = {
+        "bool": ("bool", "integer", "floating", "complex"),
+        "integer": ("integer", "floating"),
+        "floating": ("floating",),
+        "complex": ("complex",),
+    }[kind or "floating"]
+    signed = jax.dtypes.issubdtype(inp, np.signedinteger)
+    unsigned_for_signed = pkind == "integer" and signed and pref.kind == "u"
+    if pkind not in allowed or unsigned_for_signed or pref.itemsize < inp.itemsize:
+        words = " or ".join(("signed integer" if k == "integer" and signed else k) for k in allowed)
+        raise TypeError(
+            f"`preferred_element_type` must be None or a {words} dtype at least as wide as the "
+            f"inputs' {inp.name} (lax's rule), got {pref.name}"
+        )
+    return pref
 
 
 def check_conv_arrays(x: Any, w: Any, bias: Any, *, x_name: str = "x", w_name: str = "w") -> int:
@@ -193,6 +238,7 @@ def conv_config(
     method: str = "direct",
     precision: Any = None,
     preferred_element_type: Any = None,
+    dtype: Any = None,
     bias_shape: Sequence[int] | None = None,
     padding_mode: str = "zeros",
     x_name: str = "x",
@@ -202,6 +248,7 @@ def conv_config(
 
     ``method`` must already be checked (the method registry does it); every other argument
     is checked here, once, with the caller's own argument names in the messages.
+    ``dtype`` (the inputs' dtype) is needed only with a ``preferred_element_type``.
     """
     nd = len(w_shape) - 2
     flip = check_bool(flip, "flip")
@@ -227,7 +274,7 @@ def conv_config(
         feature_group_count=groups,
         flip=bool(flip),
         precision=canonical_precision(precision),
-        preferred_element_type=canonical_preferred(preferred_element_type),
+        preferred_element_type=canonical_preferred(preferred_element_type, dtype),
         method=method,
     )
     return cfg, pairs

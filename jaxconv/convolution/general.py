@@ -1,10 +1,17 @@
 """``jaxconv.conv_general_dilated``: a drop-in for ``jax.lax.conv_general_dilated`` with the
-hand-derived VJP, so Flax's ``Conv(..., conv_general_dilated=...)`` trains through it."""
+hand-derived VJP, so Flax's ``Conv(..., conv_general_dilated=...)`` trains through it.
+
+A drop-in accepts what ``lax`` accepts: empty outputs (with zero gradients), 0-D
+convolutions (no spatial axes: a dot product), complex dtypes (the same two rules, with
+transposes and no conjugates: JAX's VJP convention), integer and bool inputs (forward only:
+``lax``'s own op, whose gradients are ``float0``) and ``out_sharding``.
+"""
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -12,12 +19,86 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from .._checks import check_float_array, check_int, check_same_dtype, normalize_tuple
-from .._shapes import check_kernel_fits, dilate_dim, resolve_padding
+from .._checks import check_int, check_numeric_array, check_same_dtype, normalize_tuple
+from .._shapes import dilate_dim, resolve_padding
 from ._config import ConvConfig, canonical_precision, canonical_preferred
-from .methods.direct import direct_conv
+from .grads import input_grad, weight_grad
 
 __all__ = ["conv_general_dilated"]
+
+
+def _check_out_sharding(out_sharding: Any) -> Any:
+    """``out_sharding`` as lax takes it: ``None``, a ``NamedSharding``, or a
+    ``PartitionSpec`` under a mesh context (``jax.set_mesh``)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    if out_sharding is None:
+        return None
+    if isinstance(out_sharding, NamedSharding):
+        return None if out_sharding.mesh.empty else out_sharding  # lax: an empty mesh is None
+    if isinstance(out_sharding, PartitionSpec):
+        get_mesh = getattr(jax.sharding, "get_abstract_mesh", None)
+        if get_mesh is not None and get_mesh().empty:
+            raise ValueError(
+                "`out_sharding` given as a PartitionSpec needs a mesh context (`jax.set_mesh`), "
+                f"as in lax; pass a NamedSharding otherwise, got {out_sharding!r}"
+            )
+        return out_sharding
+    raise TypeError(
+        "`out_sharding` must be None, a jax.sharding.NamedSharding or a PartitionSpec (under "
+        f"`jax.set_mesh`), as in lax, got {out_sharding!r}"
+    )
+
+
+def _sharding_of(a: jax.Array) -> Any:
+    """The sharding in ``a``'s type under a mesh context, else ``None`` (lax's transpose
+    rules give each gradient its primal's sharding)."""
+    typeof = getattr(jax, "typeof", None)
+    sharding = None if typeof is None else getattr(typeof(a), "sharding", None)
+    mesh = getattr(sharding, "mesh", None)
+    return None if mesh is None or mesh.empty else sharding
+
+
+def _forward(lhs: jax.Array, rhs: jax.Array, cfg: ConvConfig, out_sharding: Any) -> jax.Array:
+    return lax.conv_general_dilated(
+        lhs,
+        rhs,
+        window_strides=cfg.window_strides,
+        padding=cfg.padding,
+        lhs_dilation=cfg.lhs_dilation,
+        rhs_dilation=cfg.rhs_dilation,
+        dimension_numbers=cfg.dimension_numbers,
+        feature_group_count=cfg.feature_group_count,
+        batch_group_count=cfg.batch_group_count,
+        precision=cfg.precision,
+        preferred_element_type=cfg.preferred_element_type,
+        **({} if out_sharding is None else {"out_sharding": out_sharding}),
+    )
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _general_conv(lhs: jax.Array, rhs: jax.Array, cfg: ConvConfig, out_sharding: Any) -> jax.Array:
+    return _forward(lhs, rhs, cfg, out_sharding)
+
+
+def _general_conv_fwd(lhs, rhs, cfg, out_sharding):
+    # Residuals: the two operands (dX needs rhs, dW needs lhs), as for method="direct".
+    return _forward(lhs, rhs, cfg, out_sharding), (lhs, rhs)
+
+
+# Forward:  Y[i]  = sum_a X[S*i + D*a - P] W[a]          (X spread by the lhs dilation)
+# dL/dW:    dW[a] = sum_i dY[i] X[S*i + D*a - P]         (correlate X with stride-dilated dY)
+# dL/dX:    dX[q] = sum_{S*i + D*a - P = q} dY[i] W[a]    (stride-dilated dY * flipped W)
+# Complex operands: the same sums with no conjugate (JAX's VJP is the transpose). Under a
+# mesh each gradient gets its primal's sharding, as lax's transpose rules give it.
+def _general_conv_bwd(cfg, out_sharding, res, dy):
+    lhs, rhs = res
+    dlhs = input_grad(dy, rhs, lhs.shape, cfg, out_sharding=_sharding_of(lhs))
+    drhs = weight_grad(lhs, dy, rhs.shape, cfg, out_sharding=_sharding_of(rhs))
+    return dlhs, drhs
+
+
+_general_conv.defvjp(_general_conv_fwd, _general_conv_bwd)
 
 
 def _pairs(padding: Any, n: int) -> tuple[tuple[int, int], ...]:
@@ -55,41 +136,53 @@ def conv_general_dilated(
     padding (``'SAME'``, ``'SAME_LOWER'``, ``'VALID'``, resolved as ``lax`` does, i.e. on the
     undilated input), explicit (possibly negative) ``(low, high)`` pairs, ``lhs_dilation``
     (transposed convolutions), ``rhs_dilation``, string-tuple or ``ConvDimensionNumbers``
-    dimension numbers, feature and batch groups.
+    dimension numbers, feature and batch groups, any number of spatial axes (none: a dot
+    product), empty outputs (a kernel larger than the padded input, padding that crops the
+    whole input, zero-size axes: an empty array and zero gradients, as ``lax``), floating and
+    complex dtypes (complex gradients follow JAX's convention: transposes, no conjugates),
+    and integer and bool inputs, which are ``lax``'s own op (no gradient to derive: JAX
+    gives ``float0``).
 
     Args:
       lhs: input, laid out as ``dimension_numbers[0]`` says (default ``NCHW``-style).
       rhs: kernel, laid out as ``dimension_numbers[1]`` says (default ``OIHW``-style).
       window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-        feature_group_count, batch_group_count, precision, preferred_element_type: as in
+        feature_group_count, batch_group_count, precision: as in
         ``jax.lax.conv_general_dilated``.
-      out_sharding: must be ``None`` (Flax passes ``None``).
+      preferred_element_type: ``None`` or the output dtype, checked with lax's rule
+        (floating inputs: floating; complex: complex; integer: integer of the same
+        signedness, or floating; bool: any; never narrower than the inputs).
+      out_sharding: ``None``, a ``NamedSharding``, or a ``PartitionSpec`` under a mesh
+        context: the output's sharding, passed to ``lax`` as is; under a mesh the two
+        gradients get their operands' shardings, as ``lax``'s transpose rules give them.
 
     Returns:
       The convolution, laid out as ``dimension_numbers[2]`` says.
 
     Raises:
-      TypeError, ValueError: bad arguments, before anything is traced.
-      NotImplementedError: ``out_sharding`` other than ``None``.
+      TypeError, ValueError: bad arguments, before anything is traced; also a zero-size
+        kernel spatial axis, which ``lax`` only rejects while lowering.
+
+    ``jax.jvp`` of this function itself is refused by JAX (it is a ``custom_vjp``), as for
+    :func:`jaxconv.conv`; ``jax.hessian`` and ``jax.jvp`` of ``jax.grad`` work.
 
     >>> import jax.numpy as jnp
     >>> x, k = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 5))
-    >>> conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")).shape
+    >>> dn = ("NHWC", "HWIO", "NHWC")
+    >>> conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=dn).shape
     (1, 4, 4, 5)
+    >>> conv_general_dilated(x, k, (1, 1), [(-2, -2), (0, 0)], dimension_numbers=dn).shape  # empty
+    (1, 0, 2, 5)
     """
-    if out_sharding is not None:
-        raise NotImplementedError(
-            "`out_sharding` is not supported by jaxconv.conv_general_dilated (only None), "
-            f"got {out_sharding!r}"
-        )
-    check_float_array(lhs, "lhs")
-    check_float_array(rhs, "rhs")
+    out_sharding = _check_out_sharding(out_sharding)
+    dtype = check_numeric_array(lhs, "lhs")
+    check_numeric_array(rhs, "rhs")
     check_same_dtype([("lhs", lhs), ("rhs", rhs)])
     lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
-    if lhs.ndim != rhs.ndim or lhs.ndim < 3:
+    if lhs.ndim != rhs.ndim or lhs.ndim < 2:
         raise ValueError(
-            "`lhs` and `rhs` must have the same ndim (>= 3: batch, feature and spatial axes), "
-            f"got shapes {lhs.shape} and {rhs.shape}"
+            "`lhs` and `rhs` must have the same ndim (>= 2: batch and feature axes, then any "
+            f"number of spatial axes), got shapes {lhs.shape} and {rhs.shape}"
         )
     n = lhs.ndim - 2
     try:
@@ -104,6 +197,11 @@ def conv_general_dilated(
     lhs_spec, rhs_spec, out_spec = dnums
     spatial = tuple(lhs.shape[d] for d in lhs_spec[2:])
     kernel = tuple(rhs.shape[d] for d in rhs_spec[2:])
+    if any(k == 0 for k in kernel):
+        raise ValueError(
+            "`rhs` must have every spatial size >= 1 (lax fails on a zero-size window while "
+            f"lowering), got spatial shape {kernel} of shape {rhs.shape}"
+        )
     if isinstance(padding, str):
         mode = padding.upper()
         if mode not in ("SAME", "SAME_LOWER", "VALID"):
@@ -143,11 +241,8 @@ def conv_general_dilated(
     padded = [
         dilate_dim(i, ld) + lo + hi for i, ld, (lo, hi) in zip(spatial, lhs_dil, pairs, strict=True)
     ]
-    if any(p < 0 for p in padded):
+    if any(p < 0 for p in padded):  # lax's rule; a padded size of 0 gives an empty output
         raise ValueError(f"`padding` {pairs} crops more than the whole input {spatial}")
-    check_kernel_fits(
-        spatial, kernel, pairs, rhs_dil, lhs_dil, kernel_name="rhs", dilation_name="rhs_dilation"
-    )
     cfg = ConvConfig(
         window_strides=strides,
         padding=pairs,
@@ -157,6 +252,9 @@ def conv_general_dilated(
         feature_group_count=fgc,
         batch_group_count=bgc,
         precision=canonical_precision(precision),
-        preferred_element_type=canonical_preferred(preferred_element_type),
+        preferred_element_type=canonical_preferred(preferred_element_type, dtype),
     )
-    return direct_conv(lhs, rhs, None, cfg)
+    if jnp.issubdtype(dtype, jnp.inexact):
+        return _general_conv(lhs, rhs, cfg, out_sharding)
+    # Integers and bools: lax's op itself (JAX differentiates it to float0).
+    return _forward(lhs, rhs, cfg, out_sharding)

@@ -27,6 +27,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
@@ -71,13 +72,38 @@ def _cast(x: jax.Array, dtype: Any) -> jax.Array:
     return x if x.dtype == dtype else x.astype(dtype)
 
 
+def _common_dtype(a: Any, b: Any) -> np.dtype:
+    """The dtype a gradient convolution runs in when ``dy`` (a ``preferred_element_type``
+    output) and the saved operand differ: the wider one; float16 and bfloat16 meet in
+    float32. Written out because ``jnp.result_type`` refuses mixed floats under
+    ``jax_numpy_dtype_promotion="strict"``."""
+    a, b = np.dtype(a), np.dtype(b)
+    if a == b:
+        return a
+    if a.itemsize != b.itemsize:
+        return a if a.itemsize > b.itemsize else b
+    return np.dtype(np.float32)
+
+
+def _sharding_kwargs(out_sharding: Any) -> dict[str, Any]:
+    # Passed only when given: lax's ``out_sharding`` argument is recent.
+    return {} if out_sharding is None else {"out_sharding": out_sharding}
+
+
 def input_grad(
-    dy: jax.Array, w: jax.Array, input_shape: Sequence[int], cfg: ConvConfig
+    dy: jax.Array,
+    w: jax.Array,
+    input_shape: Sequence[int],
+    cfg: ConvConfig,
+    out_sharding: Any = None,
 ) -> jax.Array:
-    """dL/dX: ``dy`` (stride-dilated) correlated with the spatially flipped, IO-swapped kernel."""
+    """dL/dX: ``dy`` (stride-dilated) correlated with the spatially flipped, IO-swapped kernel.
+
+    ``out_sharding``: the input's sharding under an explicit mesh (lax's transpose rule
+    passes the primal's), which the convolution cannot always infer from ``dy`` and ``w``."""
     lhs_spec, rhs_spec, out_spec = cfg.dimension_numbers
     out_dtype = w.dtype  # x shares w's dtype (checked by every public wrapper)
-    compute = jnp.result_type(dy.dtype, w.dtype)
+    compute = _common_dtype(dy.dtype, w.dtype)
     if any(s == 0 for s in dy.shape):
         return jnp.zeros(input_shape, w.dtype)
     k = _kernel(w, cfg)
@@ -106,6 +132,7 @@ def input_grad(
         feature_group_count=max(groups, batch_groups),
         precision=cfg.precision,
         preferred_element_type=accumulation_dtype(compute),
+        **_sharding_kwargs(out_sharding),
     )
     dx = _cast(dx, out_dtype)
     if batch_groups > 1:
@@ -116,12 +143,19 @@ def input_grad(
 
 
 def weight_grad(
-    x: jax.Array, dy: jax.Array, weight_shape: Sequence[int], cfg: ConvConfig
+    x: jax.Array,
+    dy: jax.Array,
+    weight_shape: Sequence[int],
+    cfg: ConvConfig,
+    out_sharding: Any = None,
 ) -> jax.Array:
-    """dL/dW: ``x`` correlated with ``dy`` (dilated by the stride), summed over the batch."""
+    """dL/dW: ``x`` correlated with ``dy`` (dilated by the stride), summed over the batch.
+
+    ``out_sharding``: the kernel's sharding under an explicit mesh; needed when the batch
+    (the axis this convolution contracts) is sharded, as in data parallelism."""
     lhs_spec, rhs_spec, out_spec = cfg.dimension_numbers
     out_dtype = x.dtype
-    compute = jnp.result_type(dy.dtype, x.dtype)
+    compute = _common_dtype(dy.dtype, x.dtype)
     if any(s == 0 for s in dy.shape):
         return jnp.zeros(weight_shape, x.dtype)
     groups, batch_groups = cfg.feature_group_count, cfg.batch_group_count
@@ -149,6 +183,7 @@ def weight_grad(
         batch_group_count=batch_groups,
         precision=cfg.precision,
         preferred_element_type=accumulation_dtype(compute),
+        **_sharding_kwargs(out_sharding),
     )
     dw = _cast(dw, out_dtype)
     return lax.rev(dw, rhs_spec[2:]) if cfg.flip else dw
