@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -76,6 +77,30 @@ W = jnp.zeros((6, 2, 3, 3))
             dict(preferred_element_type=jnp.int32),
             TypeError,
             r"`preferred_element_type` must be None or a floating dtype",
+        ),
+        (
+            dict(preferred_element_type="float16"),
+            TypeError,
+            r"`preferred_element_type` must be None or a floating dtype at least as wide as "
+            r"the inputs' float32 \(lax's rule\), got float16",
+        ),
+        (
+            dict(preferred_element_type="no-such-dtype"),
+            TypeError,
+            r"`preferred_element_type` must be None or a dtype, got 'no-such-dtype'",
+        ),
+        (dict(padding=np.array([1.5, 1])), TypeError, r"`padding` must be an int .*, got 1.5"),
+        (
+            dict(padding=np.array([[1, 2, 3], [0, 0, 0]])),
+            ValueError,
+            r"`padding` pairs must be \(low, high\)",
+        ),
+        (dict(stride=np.array([True, True])), TypeError, r"`stride` must be an int .*, got True"),
+        (
+            dict(padding=(1, 0), dilation=(1, 5)),
+            ValueError,
+            r"conv refuses an empty output, as PyTorch does; "
+            r"jaxconv.conv_general_dilated follows lax",
         ),
     ],
 )
@@ -183,3 +208,118 @@ def test_errors_raise_before_tracing_under_jit():
 def test_numpy_inputs_accepted():
     y = jaxconv.conv(np.ones((1, 1, 4), np.float32), np.ones((1, 1, 2), np.float32))
     assert y.tolist() == [[[2.0, 2.0, 2.0]]]
+
+
+@pytest.mark.parametrize("method", ["direct", "fft", "shift"])
+def test_one_preferred_element_type_policy_for_every_method(method):
+    """Refused before tracing (even under jit) by every method; where allowed, every method
+    returns it, and the gradients keep the inputs' dtype."""
+    x, w = jnp.ones((2, 4, 9, 9)), jnp.ones((4, 1, 3, 3))
+    with pytest.raises(TypeError, match=r"`preferred_element_type` must .*got float16"):
+        jax.jit(
+            lambda x, w: jaxconv.conv(
+                x, w, groups=4, method=method, preferred_element_type="float16"
+            )
+        )(x, w)
+    xh, wh = x.astype(jnp.float16), w.astype(jnp.float16)
+    for pref in ("float32", "bfloat16"):
+        y = jaxconv.conv(xh, wh, groups=4, method=method, preferred_element_type=pref)
+        assert y.dtype == np.dtype(pref)
+        np.testing.assert_array_equal(y.astype(np.float32), 9.0)
+    dx, dw = jax.grad(
+        lambda x, w: jaxconv.conv(
+            x, w, groups=4, method=method, preferred_element_type="float32"
+        ).sum(),
+        (0, 1),
+    )(xh, wh)
+    assert dx.dtype == dw.dtype == jnp.float16
+    assert float(dw[0, 0, 0, 0]) == 2 * 7 * 7
+
+
+def test_torch_tensors_named():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(
+        TypeError,
+        match=r"`x` must be a JAX or NumPy array, got torch.Tensor with dtype torch.float32",
+    ):
+        jaxconv.conv(torch.ones(1, 1, 4), jnp.ones((1, 1, 2)))
+    with pytest.raises(TypeError, match=r"`w` must be a JAX or NumPy array, got torch.Tensor"):
+        jaxconv.conv(jnp.ones((1, 1, 4)), torch.ones(1, 1, 2))
+
+
+def test_input_shape_none_named():
+    with pytest.raises(
+        TypeError, match=r"`input_shape` must be a sequence of non-negative ints, got None"
+    ):
+        jaxconv.conv_input_grad(jnp.zeros((2, 6, 6, 6)), W, None, groups=2)
+    with pytest.raises(TypeError, match=r"`weight_shape` must be a sequence of non-negative ints"):
+        jaxconv.conv_weight_grad(X, jnp.zeros((2, 6, 6, 6)), 3, groups=2)
+
+
+def test_conv_transpose_zero_size_axes():
+    with pytest.raises(ValueError, match=r"`w` must have every spatial size >= 1, got shape"):
+        jaxconv.conv_transpose(jnp.ones((1, 1, 3)), jnp.ones((1, 1, 0)))
+    with pytest.raises(
+        ValueError, match=r"`x` must have every spatial size >= 1 \(PyTorch refuses"
+    ):
+        jaxconv.conv_transpose(jnp.ones((1, 1, 0, 3)), jnp.ones((1, 1, 2, 2)))
+    assert jaxconv.conv_transpose(jnp.ones((0, 1, 3)), jnp.ones((1, 1, 2))).shape == (0, 1, 4)
+
+
+def test_traced_static_arguments_named():
+    with pytest.raises(TypeError, match=r"`padding` must be static .*static_argnums"):
+        jax.jit(lambda x, p: jaxconv.conv(x, W, padding=p, groups=2))(X, 1)
+    with pytest.raises(TypeError, match=r"`stride` must be static"):
+        jax.jit(lambda x, s: jaxconv.conv(x, W, stride=s, groups=2))(X, jnp.array([1, 2]))
+
+
+def test_numpy_integer_arrays_accepted_wherever_ints_are():
+    """`padding=np.array([1, 1])` as `[1, 1]`: 1-D, 2-D (low, high) pairs, 0-D and scalars,
+    for every argument that takes ints, in conv, conv_transpose and the gradient functions."""
+    x, w = (
+        jnp.asarray(np.random.default_rng(0).standard_normal((1, 2, 7, 6)), jnp.float32),
+        W[:, :2],
+    )
+    expected = jaxconv.conv(x, w, stride=(2, 1), padding=((1, 0), (2, 2)), dilation=(1, 2))
+    for padding in (np.array([[1, 0], [2, 2]]), [np.array([1, 0]), (np.int64(2), 2)]):
+        y = jaxconv.conv(
+            x,
+            w,
+            stride=np.array([2, 1]),
+            padding=padding,
+            dilation=np.array([1, 2]),
+            groups=np.int32(1),
+        )
+        np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(
+        jaxconv.conv(x, w, padding=np.array([1, 1])), jaxconv.conv(x, w, padding=[1, 1])
+    )
+    np.testing.assert_array_equal(
+        jaxconv.conv(x, w, padding=np.array(1), stride=np.int16(2)),
+        jaxconv.conv(x, w, padding=1, stride=2),
+    )
+    wt = jnp.ones((2, 3, 3, 3))
+    np.testing.assert_array_equal(
+        jaxconv.conv_transpose(
+            x,
+            wt,
+            stride=np.array([2, 2]),
+            padding=np.array([1, 0]),
+            output_padding=np.array([1, 0]),
+        ),
+        jaxconv.conv_transpose(x, wt, stride=2, padding=[1, 0], output_padding=[1, 0]),
+    )
+    dy = jnp.ones(expected.shape)
+    np.testing.assert_array_equal(
+        jaxconv.conv_input_grad(
+            dy,
+            w,
+            np.array(x.shape),
+            stride=np.array([2, 1]),
+            padding=np.array([[1, 0], [2, 2]]),
+            dilation=(1, 2),
+        ),
+        jaxconv.conv_input_grad(
+            dy, w, x.shape, stride=(2, 1), padding=((1, 0), (2, 2)), dilation=(1, 2)
+        ),
+    )

@@ -111,7 +111,8 @@ def conv_transpose(
       output_padding + 1`` (``(N, *spatial_out, C_out)`` if ``channels_last``).
 
     Raises:
-      TypeError, ValueError: bad dtypes, shapes, or arguments (named in the message).
+      TypeError, ValueError: bad dtypes, shapes, or arguments (named in the message),
+        including a zero-size kernel or input spatial axis (PyTorch refuses both).
 
     >>> import jax.numpy as jnp
     >>> conv_transpose(jnp.ones((1, 1, 3)), jnp.array([[[1.0, 2.0, 3.0]]]))
@@ -133,6 +134,13 @@ def conv_transpose(
     else:
         n, c_in, *spatial = x.shape
         w_in, c_out_g, *kernel = w.shape
+    if any(k < 1 for k in kernel):
+        raise ValueError(f"`w` must have every spatial size >= 1, got shape {tuple(w.shape)}")
+    if any(i < 1 for i in spatial):
+        raise ValueError(
+            "`x` must have every spatial size >= 1 (PyTorch refuses empty spatial axes; the "
+            f"batch may be empty), got shape {tuple(x.shape)}"
+        )
     groups = check_int(groups, "groups", minimum=1)
     if w_in != c_in:
         raise ValueError(
