@@ -53,7 +53,8 @@ KNOWN_FAILING = [
     ("conv-auto", "batch"),
     # XLA crash: "INTERNAL: RET_CHECK failure (.../cpu/runtime/fft_thunk.cc:168)
     # LayoutUtil::IsMonotonicWithDim0Major(input_shape_.layout())" (rfftn -> irfftn on an
-    # H-sharded input reproduces it without jaxconv).
+    # H-sharded input reproduces it without jaxconv); where the layouts happen to pass, the
+    # same gathers as above instead, of the whole H-padded arrays (f32[8,3,72,70], ...).
     ("conv-fft", "spatial"),
     ("conv-auto", "spatial"),
     # 9 all-gathers (one per kernel tap) of per-device partial weight-gradient sums,
