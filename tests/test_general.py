@@ -342,8 +342,7 @@ _GENERAL_KW = dict(
 )
 
 
-@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
-@pytest.mark.parametrize("batch_groups", [False, True])
+@pytest.mark.parametrize(("dtype", "batch_groups"), [("complex64", False), ("complex128", True)])
 def test_complex_values_vjps_and_real_loss_gradients_like_lax(dtype, batch_groups):
     """The hand-derived rules with transposes, not conjugates: JAX's VJP convention."""
     kw = dict(_GENERAL_KW)
@@ -373,8 +372,17 @@ def test_complex_second_derivative_like_lax():
         np.testing.assert_allclose(h, h_ref, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("dtype", ["int8", "int32", "uint8", "bool"])
-@pytest.mark.parametrize("preferred", [None, "int32", "float32"])
+@pytest.mark.parametrize(
+    ("dtype", "preferred"),
+    [
+        ("int8", None),
+        ("int8", "int32"),
+        ("int32", "float32"),
+        ("uint8", "int32"),
+        ("bool", None),
+        ("bool", "float32"),
+    ],
+)
 def test_integer_and_bool_inputs_like_lax(dtype, preferred):
     """Forward only, exactly lax's values; gradients are float0, as lax's."""
     rng = np.random.default_rng(8)
@@ -401,28 +409,30 @@ _PREFERRED = [
 @pytest.mark.parametrize(("dtype", "preferred"), _PREFERRED)
 def test_preferred_element_type_like_lax(dtype, preferred):
     rng = np.random.default_rng(9)
-    with enable_x64():
-        lhs, rhs = _random(rng, (2, 3, 9, 10), dtype), _random(rng, (2, 3, 4, 5), dtype)
-        kw = dict(window_strides=(1, 2), padding="SAME", preferred_element_type=preferred)
-        y = jaxconv.conv_general_dilated(lhs, rhs, **kw)
-        y_ref = lax.conv_general_dilated(lhs, rhs, **kw, precision="highest")
-        assert y.dtype == y_ref.dtype == np.dtype(preferred)
-        # as JAX's testConvPreferredElement: equal to the conv of inputs upcast to `preferred`
+    kw = dict(window_strides=(1, 2), padding="SAME", preferred_element_type=preferred)
+
+    @jax.jit
+    def run(lhs, rhs):
+        ys, grads = [], []
+        for fn in (jaxconv.conv_general_dilated, lax.conv_general_dilated):
+            ys.append(fn(lhs, rhs, **kw))
+            if jnp.issubdtype(lhs.dtype, jnp.inexact):
+                loss = lambda a, b, fn=fn: jnp.real(jnp.sum(jnp.sin(fn(a, b, **kw))))  # noqa: E731
+                grads.append(jax.grad(loss, (0, 1))(lhs, rhs))
+        # as JAX's testConvPreferredElement: the conv of the inputs upcast to `preferred`
         up = lax.conv_general_dilated(
             lhs.astype(preferred), rhs.astype(preferred), (1, 2), "SAME", precision="highest"
         )
+        return ys, grads, up
+
+    with enable_x64():
+        lhs, rhs = _random(rng, (2, 3, 7, 8), dtype), _random(rng, (2, 3, 3, 4), dtype)
+        (y, y_ref), grads, up = run(lhs, rhs)
+        assert y.dtype == y_ref.dtype == np.dtype(preferred)
         assert_allclose_rel(_as_real(y), _as_real(up), 1e-5)
-        if jnp.issubdtype(lhs.dtype, jnp.inexact):  # gradients keep the inputs' dtypes
-            grads = jax.grad(
-                lambda a, b: jnp.real(jnp.sum(jaxconv.conv_general_dilated(a, b, **kw))), (0, 1)
-            )(lhs, rhs)
-            grads_ref = jax.grad(
-                lambda a, b: jnp.real(jnp.sum(lax.conv_general_dilated(a, b, **kw))), (0, 1)
-            )(lhs, rhs)
-            for g, g_ref in zip(grads, grads_ref, strict=True):
-                assert g.dtype == g_ref.dtype == lhs.dtype
-                tol = 1e-1 if lhs.dtype.itemsize == 2 else 1e-5
-                assert_allclose_rel(_as_real(g), _as_real(g_ref), tol)
+        for g, g_ref in zip(*grads, strict=True):  # gradients keep the inputs' dtypes
+            assert g.dtype == g_ref.dtype == lhs.dtype
+            assert_allclose_rel(_as_real(g), _as_real(g_ref), 1e-1 if g.itemsize == 2 else 1e-5)
 
 
 def test_preferred_element_type_gradient_regression_from_jax():
