@@ -70,6 +70,7 @@ def _model(op_conv, op_max, op_avg):
 
 W = (8, 3, 3, 3)  # (C_out, C_in, kH, kW)
 DEPTHWISE = (3, 1, 3, 3)
+POINTWISE = (8, 3, 1, 1)
 TRANSPOSE = (3, 8, 3, 3)  # (C_in, C_out, kH, kW), PyTorch's layout
 
 CASES: dict[str, Case] = {
@@ -79,6 +80,7 @@ CASES: dict[str, Case] = {
         lambda x, w: jaxconv.conv(x, w, padding=1, groups=3, method="shift"), (DEPTHWISE,)
     ),
     "conv-auto": Case(lambda x, w: jaxconv.conv(x, w, padding=1), (W,)),
+    "conv-matmul": Case(lambda x, w: jaxconv.conv(x, w, method="matmul"), (POINTWISE,)),
     "max_pool": Case(lambda x: jaxconv.max_pool(x, 2)),
     "avg_pool": Case(lambda x: jaxconv.avg_pool(x, 2)),
     "lp_pool": Case(lambda x: jaxconv.lp_pool(x, 2.0, 2)),

@@ -158,7 +158,7 @@ def test_quick_pool_table(quick):
 def test_quick_methods_table(quick):
     table = quick["tables"]["methods"]
     listed = table["data"]["methods"]
-    assert {"direct", "fft", "shift"} <= set(listed)
+    assert {"direct", "fft", "shift", "matmul"} <= set(listed)
     assert table["columns"][: 2 + len(listed)] == ["case", "lax ms", *(f"{m} ms" for m in listed)]
     rows = {row[0]: dict(zip(table["columns"], row, strict=True)) for row in table["rows"]}
     assert list(rows) == [case.name for case in methods.cases(quick=True)]

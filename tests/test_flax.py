@@ -180,12 +180,14 @@ def test_nnx_bfloat16_layer_matches_lax_layer(preferred):
     _assert_trees_close(grads_ours, grads_lax, jnp.bfloat16)
 
 
-def test_nnx_out_sharding_other_than_none_is_refused():
+def test_nnx_out_sharding_follows_lax():
+    """``out_sharding`` goes to lax: ``None`` works anywhere; a bare PartitionSpec needs a mesh
+    (lax refuses it without one, and so does jaxconv, naming the argument)."""
     layer = nnx.Conv(2, 3, (3,), rngs=nnx.Rngs(0),
                      conv_general_dilated=jaxconv.conv_general_dilated)
     x = jnp.ones((1, 5, 2))
     assert layer(x, out_sharding=None).shape == (1, 5, 3)
-    with pytest.raises(NotImplementedError, match=r"`out_sharding` is not supported"):
+    with pytest.raises(ValueError, match=r"`out_sharding`"):
         layer(x, out_sharding=jax.sharding.PartitionSpec())
 
 

@@ -6,7 +6,9 @@ entry (``supports``, ``cost``, ``run``), registered below:
 - ``"direct"`` (:mod:`.direct`): one XLA convolution forward, two backward;
 - ``"fft"`` (:mod:`.fft`): real FFTs over the spatial axes, gradients in the frequency domain;
 - ``"shift"`` (:mod:`.shift`): depthwise and small grouped convolutions as sums of shifted,
-  per-channel-scaled slices.
+  per-channel-scaled slices;
+- ``"matmul"`` (:mod:`.matmul`): pointwise (1x1) convolutions as channel matrix products in
+  the caller's layout.
 
 :func:`dispatch` builds the static :class:`~.plan.MethodPlan` once per call, resolves
 ``"auto"`` with the cost model of :mod:`.auto`, and runs the method. To add a method, write
@@ -22,7 +24,7 @@ import jax
 
 from ..._checks import check_choice
 from .._config import ConvConfig
-from . import direct, fft, shift
+from . import direct, fft, matmul, shift
 from .auto import choose_method
 from .plan import MethodPlan, geometry
 from .registry import Method, get, names, register, unregister
@@ -32,6 +34,7 @@ __all__ = ["Method", "check_method", "dispatch", "names", "register", "unregiste
 register(direct.METHOD)
 register(fft.METHOD)
 register(shift.METHOD)
+register(matmul.METHOD)
 
 
 def check_method(method: object) -> str:

@@ -7,6 +7,10 @@ measured on the development machine's 2-core x86 CPU (``jaxconv bench --suite me
 ``"gpu"`` on one H100, where at these sizes every method is bound by kernel launches and the
 fixed costs decide. ``auto`` runs the cheapest method that supports the configuration.
 
+In a process with more than one device, only the methods XLA partitions along a sharded
+axis compete (``Method.partitioned``; not ``fft``: XLA gathers every FFT operand whole),
+since an input's sharding is not visible at trace time.
+
 With ``exact_only`` (what ``precision=HIGHEST`` asks for) only the exactly-summing methods
 compete (``Method.exact``: every output a plain sum of products, as in ``lax``), so the error
 of a transform -- bounded relative to the *largest* output, not to each output -- never
@@ -65,10 +69,20 @@ def _backend(backend: str | None) -> str:
 
 
 def estimate(
-    g: Geometry, dtype: Any = "float32", backend: str | None = None, *, exact_only: bool = False
+    g: Geometry,
+    dtype: Any = "float32",
+    backend: str | None = None,
+    *,
+    exact_only: bool = False,
+    devices: int | None = None,
 ) -> tuple[MethodCost, ...]:
-    """Every registered method's cost (module doc), forward+backward, in registry order."""
+    """Every registered method's cost (module doc), forward+backward, in registry order.
+
+    ``devices`` (default: ``jax.device_count()``) above 1 rules out the methods XLA does not
+    partition (``Method.partitioned``).
+    """
     backend = _backend(backend)
+    devices = jax.device_count() if devices is None else devices
     item = max(np.dtype(dtype).itemsize, 4)  # the methods compute in >= float32
     out = []
     for name in registry.names():
@@ -78,6 +92,12 @@ def estimate(
             why = (
                 "precision=HIGHEST keeps auto to exactly-summing methods; this one's error "
                 "is relative to the largest output"
+            )
+        if why is None and devices > 1 and not method.partitioned:
+            why = (
+                f"{devices} devices: XLA does not partition this method along a sharded axis "
+                "(it would gather whole operands onto every device, and auto cannot see "
+                f"an input's sharding at trace time); method={name!r} still runs"
             )
         if why is not None:
             out.append(MethodCost(name, 0.0, 0.0, None, why))
@@ -96,11 +116,16 @@ def _ms(seconds: float | None) -> str:
 
 
 def choose_method(
-    g: Geometry, dtype: Any = "float32", backend: str | None = None, *, exact_only: bool = False
+    g: Geometry,
+    dtype: Any = "float32",
+    backend: str | None = None,
+    *,
+    exact_only: bool = False,
+    devices: int | None = None,
 ) -> MethodChoice:
     """Pick the candidate method with the least estimated time (static: runs at trace time)."""
     backend = _backend(backend)
-    est = estimate(g, dtype, backend, exact_only=exact_only)
+    est = estimate(g, dtype, backend, exact_only=exact_only, devices=devices)
     candidates = [e for e in est if e.seconds is not None]  # "direct" always is one
     best = min(candidates, key=_seconds)
     direct = next(e for e in est if e.method == "direct")

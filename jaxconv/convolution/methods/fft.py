@@ -343,4 +343,14 @@ def _cost(g: Geometry, item: int, backend: str) -> Cost:
     return Cost(fft_flops + mix_flops, bytes_, seconds, f"FFT grid {full} cells")
 
 
-METHOD = Method(name="fft", supports=plain_conv_reason, cost=_cost, run=_run, exact=False)
+# XLA's SPMD partitioner replicates every FFT operand, even one sharded only along an axis
+# the transform does not touch (openxla/xla#24), and an FFT of an H-sharded array has
+# crashed XLA's CPU runtime: not partitioned.
+METHOD = Method(
+    name="fft",
+    supports=plain_conv_reason,
+    cost=_cost,
+    run=_run,
+    exact=False,
+    partitioned=False,
+)

@@ -66,6 +66,10 @@ class Method:
       exact: ``True`` when every output is a plain sum of products (rounding bounded per
         output, like ``lax``); ``False`` when the error is relative to the largest output
         (a transform), which ``precision=HIGHEST`` keeps ``auto`` away from.
+      partitioned: ``True`` when XLA's SPMD partitioner splits the method's program along a
+        sharded batch or spatial axis without gathering whole operands. ``auto`` cannot see
+        an input's sharding at trace time (``in_shardings`` are resolved after tracing), so
+        in a process with more than one device it keeps to partitioned methods.
     """
 
     name: str
@@ -73,6 +77,7 @@ class Method:
     cost: Callable[[Geometry, int, str], Cost]
     run: Callable[[jax.Array, jax.Array, jax.Array | None, MethodPlan], jax.Array]
     exact: bool = True
+    partitioned: bool = True
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -170,7 +170,12 @@ def _weight_taps(xp: jax.Array, dy_g: jax.Array, g: Geometry) -> jax.Array:
         start = tuple(d * a for d, a in zip(g.dilations, tap, strict=True))
         xs = _window(xp, start, g.out, g.strides)[:, :, None]  # (N, G, 1, Cg, *out)
         terms.append(xs * dy_b)
-    return jnp.stack(_sums(tuple(terms), (0,) + tuple(range(4, 4 + g.ndim))), axis=-1)
+    axes = (0,) + tuple(range(4, 4 + g.ndim))
+    if jax.device_count() > 1:
+        # A variadic reduction has no all-reduce form: XLA's SPMD partitioner gathers the
+        # devices' partial sums instead. Plain sums of the stacked taps all-reduce.
+        return jnp.sum(jnp.stack(terms, axis=-1), axis=axes)
+    return jnp.stack(_sums(tuple(terms), axes), axis=-1)
 
 
 def _guarded_forward(x, w, b, plan: ShiftPlan) -> jax.Array:

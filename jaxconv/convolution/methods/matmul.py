@@ -1,0 +1,182 @@
+"""``method="matmul"``: pointwise (1x1) convolutions as matrix products, in the caller's layout.
+
+A kernel of one tap mixes channels at each output pixel and nothing else, so per group ``g``
+(``Cg`` input, ``Og`` output channels), with ``Xs`` the zero-padded input subsampled by the
+stride (``Xs[n,c,i] = Xp[n,c,S*i]``, ``Xp`` padded by ``P`` low) and ``i`` the output pixels::
+
+    Forward:  Y[n,g,o,i]  = sum_c W[g,o,c] Xs[n,g,c,i]           (Y = W @ Xs, per group)
+    dL/dW:    dW[g,o,c]   = sum_{n,i} dY[n,g,o,i] Xs[n,g,c,i]    (dW = dY @ Xs^T)
+    dL/dXs:   dXs[n,g,c,i] = sum_o W[g,o,c] dY[n,g,o,i]          (dXs = W^T @ dY)
+    dL/dX:    dXs zero-inserted by S back onto Xp's grid, the padding cropped  (the adjoint)
+
+Channels-first arrays contract over their channel axis in place (``(N, C, P)``: a batched
+product over ``N``), channels-last ones over their last axis (``(N*P, C)``: one product), so
+no layout moves: a network keeps its layout from end to end. Every step is a slice, a pad,
+a reshape or an ``einsum``, which JAX differentiates in both modes.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ..._dtypes import accumulation_dtype
+from ..._shapes import channel_shape
+from .plan import Geometry, MethodPlan, plain_conv_reason
+from .registry import Cost, Method
+
+__all__ = ["CALIBRATION", "METHOD", "matmul_unsupported_reason"]
+
+
+def matmul_unsupported_reason(g: Geometry) -> str | None:
+    """Why ``method="matmul"`` refuses ``g`` (``None`` when it computes it)."""
+    plain = plain_conv_reason(g)
+    if plain is not None:
+        return plain
+    if g.taps != 1:
+        return f"it handles pointwise convolutions (a kernel of one tap), got kernel {g.kernel}"
+    return None
+
+
+def _spatial_axes(plan: MethodPlan) -> tuple[int, ...]:
+    nd = plan.geo.ndim
+    return tuple(range(1, nd + 1)) if plan.cfg.channels_last else tuple(range(2, nd + 2))
+
+
+def _subsample(x: jax.Array, plan: MethodPlan) -> jax.Array:
+    """``Xs``: every S-th pixel of the zero-padded ``x``, as one ``lax.pad`` (a negative high
+    pad crops what no output reads) and one strided slice."""
+    g = plan.geo
+    pads = [(0, 0, 0)] * x.ndim
+    steps, limit = [1] * x.ndim, list(x.shape)
+    for ax, size, (lo, hi), s, o in zip(
+        _spatial_axes(plan), g.spatial, g.padding, g.strides, g.out, strict=True
+    ):
+        pads[ax] = (lo, s * (o - 1) + 1 - size - lo, 0)  # exactly the cells outputs read
+        steps[ax], limit[ax] = s, s * (o - 1) + 1
+    if any(p != (0, 0, 0) for p in pads):
+        x = lax.pad(x, np.array(0, x.dtype), pads)
+    if any(s != 1 for s in steps):
+        x = lax.slice(x, (0,) * x.ndim, tuple(limit), tuple(steps))
+    return x
+
+
+def _upsample(dxs: jax.Array, plan: MethodPlan) -> jax.Array:
+    """Adjoint of :func:`_subsample`: zeros between the S-th pixels, the padding cropped
+    (one ``lax.pad`` with interior zeros and negative edges)."""
+    g = plan.geo
+    pads = [(0, 0, 0)] * dxs.ndim
+    for ax, size, (lo, _), s, o in zip(
+        _spatial_axes(plan), g.spatial, g.padding, g.strides, g.out, strict=True
+    ):
+        pads[ax] = (-lo, size + lo - (s * (o - 1) + 1), s - 1)
+    if all(p == (0, 0, 0) for p in pads):
+        return dxs
+    return lax.pad(dxs, np.array(0, dxs.dtype), pads)
+
+
+# Einsum specs per layout, over grouped views: channels-first x (N, G, Cg, P), y (N, G, Og, P),
+# w (G, Og, Cg); channels-last x (M, G, Cg), y (M, G, Og) with M = N*P, w (G, Cg, Og).
+_SPECS = {
+    False: ("goc,ngcp->ngop", "goc,ngop->ngcp", "ngop,ngcp->goc"),
+    True: ("mgc,gco->mgo", "mgo,gco->mgc", "mgo,mgc->gco"),
+}
+
+
+def _views(xs: jax.Array, w: jax.Array, plan: MethodPlan) -> tuple[jax.Array, jax.Array]:
+    """``Xs`` and ``W`` as the grouped matrices of :data:`_SPECS`."""
+    g = plan.geo
+    if plan.cfg.channels_last:  # w: (1, ..., 1, Cg, O) with O group-major
+        xm = xs.reshape((-1, g.groups, g.c_in_g))
+        wm = w.reshape((g.c_in_g, g.groups, g.c_out_g)).transpose(1, 0, 2)
+    else:  # w: (O, Cg, 1, ..., 1)
+        xm = xs.reshape((g.n, g.groups, g.c_in_g, -1))
+        wm = w.reshape((g.groups, g.c_out_g, g.c_in_g))
+    return xm, wm
+
+
+def _product(spec: str, a: jax.Array, b: jax.Array, plan: MethodPlan, out: str) -> jax.Array:
+    acc = accumulation_dtype(a.dtype)
+    r = jnp.einsum(spec, a, b, precision=plan.cfg.precision, preferred_element_type=acc)
+    return r.astype(out)
+
+
+def _forward(x, w, b, plan: MethodPlan) -> jax.Array:
+    g, spec = plan.geo, _SPECS[plan.cfg.channels_last][0]
+    xm, wm = _views(_subsample(x, plan), w, plan)
+    if plan.cfg.channels_last:
+        y = _product(spec, xm, wm, plan, plan.out_dtype).reshape((g.n, *g.out, g.c_out))
+    else:
+        y = _product(spec, wm, xm, plan, plan.out_dtype).reshape((g.n, g.c_out, *g.out))
+    if b is not None:
+        axis = y.ndim - 1 if plan.cfg.channels_last else 1
+        y = y + b.astype(y.dtype).reshape(channel_shape(y.ndim, axis, g.c_out))
+    return y
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _matmul_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: MethodPlan):
+    return _forward(x, w, b, plan)
+
+
+def _matmul_conv_fwd(x, w, b, plan):
+    # Residuals: the subsampled input (what dW reads; 1/S^d of x) and the kernel.
+    return _forward(x, w, b, plan), (_subsample(x, plan), w, b is not None)
+
+
+def _matmul_conv_bwd(plan, res, dy):
+    xs, w, has_bias = res
+    g, cl = plan.geo, plan.cfg.channels_last
+    _, dx_spec, dw_spec = _SPECS[cl]
+    xm, wm = _views(xs, w, plan)
+    dym = (
+        dy.reshape((-1, g.groups, g.c_out_g)) if cl else dy.reshape((g.n, g.groups, g.c_out_g, -1))
+    )
+    if cl:
+        dxm = _product(dx_spec, dym, wm, plan, plan.in_dtype)
+        dwm = _product(dw_spec, dym, xm, plan, plan.in_dtype)  # (G, Cg, Og)
+        dw = dwm.transpose(1, 0, 2).reshape(w.shape)
+    else:
+        dxm = _product(dx_spec, wm, dym, plan, plan.in_dtype)
+        dwm = _product(dw_spec, dym, xm, plan, plan.in_dtype)  # (G, Og, Cg)
+        dw = dwm.reshape(w.shape)
+    dx = _upsample(dxm.reshape(xs.shape), plan)
+    db = None
+    if has_bias:
+        axes = tuple(d for d in range(dy.ndim) if d != (dy.ndim - 1 if cl else 1))
+        db = jnp.sum(dy, axis=axes, dtype=accumulation_dtype(dy.dtype)).astype(plan.in_dtype)
+    return dx, dw, db
+
+
+_matmul_conv.defvjp(_matmul_conv_fwd, _matmul_conv_bwd)
+
+
+def _run(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: MethodPlan) -> jax.Array:
+    return _matmul_conv(x, w, b, plan)
+
+
+# ---------------------------------------------------------------------------------------
+# The cost model's entry: three products of ``2*N*O*Cg*P`` flops (forward, dX, dW) at the
+# CPU's matrix-product rate, and one pass over x, y, dY, dX.
+
+CALIBRATION: dict[str, dict[str, float]] = {
+    "cpu": {"rate": 60e9, "bw": 4e9, "fixed": 30e-6},
+    "gpu": {"rate": 200e12, "bw": 2e12, "fixed": 250e-6},
+}
+
+
+def _cost(g: Geometry, item: int, backend: str) -> Cost:
+    c = CALIBRATION[backend]
+    p = math.prod(g.out)
+    flops = 3 * 2 * g.n * g.c_out * g.c_in_g * p
+    bytes_ = item * (2 * g.n * g.c_in * math.prod(g.spatial) + 2 * g.n * g.c_out * p)
+    seconds = flops / c["rate"] + bytes_ / c["bw"] + c["fixed"]
+    return Cost(flops, bytes_, seconds, "channel matrix products")
+
+
+METHOD = Method(name="matmul", supports=matmul_unsupported_reason, cost=_cost, run=_run, exact=True)
