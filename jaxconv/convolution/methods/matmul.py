@@ -54,7 +54,7 @@ def _subsample(x: jax.Array, plan: MethodPlan) -> jax.Array:
     g = plan.geo
     pads = [(0, 0, 0)] * x.ndim
     steps, limit = [1] * x.ndim, list(x.shape)
-    for ax, size, (lo, hi), s, o in zip(
+    for ax, size, (lo, _), s, o in zip(
         _spatial_axes(plan), g.spatial, g.padding, g.strides, g.out, strict=True
     ):
         pads[ax] = (lo, s * (o - 1) + 1 - size - lo, 0)  # exactly the cells outputs read
