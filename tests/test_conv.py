@@ -14,15 +14,16 @@ from jax import lax
 
 import jaxconv
 from jaxconv import reference
-from jaxconv.testing import enable_x64
-from jaxconv.testing import relative_error, tolerance
 from jaxconv.testing import (
     ConvCase,
     assert_allclose_rel,
     assert_vjp_matches,
     conv_cases,
+    enable_x64,
     lax_conv,
     random_array,
+    relative_error,
+    tolerance,
 )
 
 # ---------------------------------------------------------------- layer 1: by hand

@@ -30,25 +30,51 @@ nnx = pytest.importorskip("flax.nnx")
 # CAUSAL pad the input first and then call the convolution with "VALID".
 CONFIGS = {
     "2d-same": ((7, 6), 3, dict(features=4, kernel_size=(3, 3), padding="SAME")),
-    "2d-valid-stride2": ((9, 8), 3, dict(features=5, kernel_size=(3, 3), strides=2,
-                                        padding="VALID")),
-    "2d-explicit-asym": ((8, 7), 2, dict(features=3, kernel_size=(3, 2), strides=(2, 1),
-                                        padding=((1, 2), (0, 1)))),
-    "2d-int-padding-groups": ((6, 6), 4, dict(features=6, kernel_size=(3, 3), padding=1,
-                                             feature_group_count=2)),
-    "2d-depthwise-dilated": ((9, 9), 4, dict(features=8, kernel_size=(3, 3), padding="SAME",
-                                            feature_group_count=4, kernel_dilation=2)),
-    "2d-same-lower-stride": ((8, 9), 2, dict(features=3, kernel_size=(4, 3), strides=(3, 2),
-                                            padding="SAME_LOWER")),
-    "2d-input-dilation": ((5, 6), 2, dict(features=3, kernel_size=(3, 3), padding=((2, 1), (1, 1)),
-                                         input_dilation=(2, 1))),
+    "2d-valid-stride2": (
+        (9, 8),
+        3,
+        dict(features=5, kernel_size=(3, 3), strides=2, padding="VALID"),
+    ),
+    "2d-explicit-asym": (
+        (8, 7),
+        2,
+        dict(features=3, kernel_size=(3, 2), strides=(2, 1), padding=((1, 2), (0, 1))),
+    ),
+    "2d-int-padding-groups": (
+        (6, 6),
+        4,
+        dict(features=6, kernel_size=(3, 3), padding=1, feature_group_count=2),
+    ),
+    "2d-depthwise-dilated": (
+        (9, 9),
+        4,
+        dict(
+            features=8, kernel_size=(3, 3), padding="SAME", feature_group_count=4, kernel_dilation=2
+        ),
+    ),
+    "2d-same-lower-stride": (
+        (8, 9),
+        2,
+        dict(features=3, kernel_size=(4, 3), strides=(3, 2), padding="SAME_LOWER"),
+    ),
+    "2d-input-dilation": (
+        (5, 6),
+        2,
+        dict(features=3, kernel_size=(3, 3), padding=((2, 1), (1, 1)), input_dilation=(2, 1)),
+    ),
     "2d-circular": ((6, 5), 2, dict(features=3, kernel_size=(3, 3), padding="CIRCULAR")),
     "2d-no-bias": ((6, 6), 3, dict(features=2, kernel_size=(2, 2), strides=2, use_bias=False)),
-    "1d-same-stride-dilation": ((17,), 3, dict(features=4, kernel_size=(5,), strides=2,
-                                              padding="SAME", kernel_dilation=2)),
+    "1d-same-stride-dilation": (
+        (17,),
+        3,
+        dict(features=4, kernel_size=(5,), strides=2, padding="SAME", kernel_dilation=2),
+    ),
     "1d-causal": ((10,), 2, dict(features=3, kernel_size=(3,), padding="CAUSAL")),
-    "1d-input-dilation-groups": ((7,), 4, dict(features=2, kernel_size=(3,), padding=2,
-                                              input_dilation=3, feature_group_count=2)),
+    "1d-input-dilation-groups": (
+        (7,),
+        4,
+        dict(features=2, kernel_size=(3,), padding=2, input_dilation=3, feature_group_count=2),
+    ),
     "3d-same": ((4, 5, 3), 2, dict(features=3, kernel_size=(3, 2, 3), padding="SAME")),
 }
 
@@ -124,8 +150,13 @@ def test_nnx_conv_matches_lax_layer(name):
     kw = _nnx_kwargs(kwargs, c_in)
     # The layer object holds its convolution function (in the graph); parameters are shared.
     graph_lax, abstract = nnx.split(nnx.eval_shape(lambda: nnx.Conv(**kw, rngs=nnx.Rngs(0))))
-    graph_ours, _ = nnx.split(nnx.eval_shape(lambda: nnx.Conv(
-        **kw, conv_general_dilated=jaxconv.conv_general_dilated, rngs=nnx.Rngs(0))))
+    graph_ours, _ = nnx.split(
+        nnx.eval_shape(
+            lambda: nnx.Conv(
+                **kw, conv_general_dilated=jaxconv.conv_general_dilated, rngs=nnx.Rngs(0)
+            )
+        )
+    )
     state = _random_like(abstract, seed=1)
 
     def apply(graph):
@@ -144,8 +175,13 @@ def test_string_padding_with_input_dilation_is_refused_like_lax():
     layer = nn.Conv(3, (3, 3), padding="SAME", input_dilation=2)
     with pytest.raises(ValueError, match="String padding is not implemented"):
         jax.eval_shape(layer.init, jax.random.key(0), x)
-    ours = nn.Conv(3, (3, 3), padding="SAME", input_dilation=2,
-                   conv_general_dilated=jaxconv.conv_general_dilated)
+    ours = nn.Conv(
+        3,
+        (3, 3),
+        padding="SAME",
+        input_dilation=2,
+        conv_general_dilated=jaxconv.conv_general_dilated,
+    )
     with pytest.raises(ValueError, match=r"`padding` strings are not implemented with `lhs_d"):
         jax.eval_shape(ours.init, jax.random.key(0), x)
 
@@ -153,14 +189,26 @@ def test_string_padding_with_input_dilation_is_refused_like_lax():
 @pytest.mark.parametrize("preferred", [None, jnp.float32], ids=["bf16", "bf16-preferred-f32"])
 def test_nnx_bfloat16_layer_matches_lax_layer(preferred):
     # Flax passes `preferred_element_type` to the convolution function only when it is set.
-    kw = dict(in_features=4, out_features=6, kernel_size=(3, 3), strides=2,
-              feature_group_count=2, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+    kw = dict(
+        in_features=4,
+        out_features=6,
+        kernel_size=(3, 3),
+        strides=2,
+        feature_group_count=2,
+        dtype=jnp.bfloat16,
+        param_dtype=jnp.bfloat16,
+    )
     if preferred is not None:
         kw["preferred_element_type"] = preferred
     x = _data((8, 7), 4).astype(jnp.bfloat16)
     graph_lax, abstract = nnx.split(nnx.eval_shape(lambda: nnx.Conv(**kw, rngs=nnx.Rngs(0))))
-    graph_ours, _ = nnx.split(nnx.eval_shape(lambda: nnx.Conv(
-        **kw, conv_general_dilated=jaxconv.conv_general_dilated, rngs=nnx.Rngs(0))))
+    graph_ours, _ = nnx.split(
+        nnx.eval_shape(
+            lambda: nnx.Conv(
+                **kw, conv_general_dilated=jaxconv.conv_general_dilated, rngs=nnx.Rngs(0)
+            )
+        )
+    )
     state = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), _random_like(abstract, 1))
 
     def apply(graph):
@@ -183,8 +231,9 @@ def test_nnx_bfloat16_layer_matches_lax_layer(preferred):
 def test_nnx_out_sharding_follows_lax():
     """``out_sharding`` goes to lax: ``None`` works anywhere; a bare PartitionSpec needs a mesh
     (lax refuses it without one, and so does jaxconv, naming the argument)."""
-    layer = nnx.Conv(2, 3, (3,), rngs=nnx.Rngs(0),
-                     conv_general_dilated=jaxconv.conv_general_dilated)
+    layer = nnx.Conv(
+        2, 3, (3,), rngs=nnx.Rngs(0), conv_general_dilated=jaxconv.conv_general_dilated
+    )
     x = jnp.ones((1, 5, 2))
     assert layer(x, out_sharding=None).shape == (1, 5, 3)
     with pytest.raises(ValueError, match=r"`out_sharding`"):
@@ -201,8 +250,9 @@ class _LinenNet(nn.Module):
     def __call__(self, x):
         kw = {} if self.conv_fn is None else dict(conv_general_dilated=self.conv_fn)
         x = nn.relu(nn.Conv(6, (3, 3), strides=2, padding="SAME", **kw)(x))
-        x = nn.relu(nn.Conv(6, (3, 3), padding=1, feature_group_count=3, kernel_dilation=2,
-                            **kw)(x))
+        x = nn.relu(
+            nn.Conv(6, (3, 3), padding=1, feature_group_count=3, kernel_dilation=2, **kw)(x)
+        )
         return nn.Conv(2, (1, 1), **kw)(x).mean(axis=(1, 2))
 
 
@@ -244,8 +294,9 @@ class _NnxNet(nnx.Module):
     def __init__(self, conv_fn, *, rngs):
         kw = {} if conv_fn is None else dict(conv_general_dilated=conv_fn)
         self.conv1 = nnx.Conv(3, 6, (3, 3), strides=2, padding="SAME", rngs=rngs, **kw)
-        self.conv2 = nnx.Conv(6, 6, (3, 3), padding=1, feature_group_count=3,
-                              kernel_dilation=2, rngs=rngs, **kw)
+        self.conv2 = nnx.Conv(
+            6, 6, (3, 3), padding=1, feature_group_count=3, kernel_dilation=2, rngs=rngs, **kw
+        )
         self.head = nnx.Conv(6, 2, (1, 1), rngs=rngs, **kw)
 
     def __call__(self, x):
@@ -256,8 +307,9 @@ class _NnxNet(nnx.Module):
 
 def test_nnx_model_trains_identically():
     x, target = _batch()
-    graph_ours, _ = nnx.split(nnx.eval_shape(
-        lambda: _NnxNet(jaxconv.conv_general_dilated, rngs=nnx.Rngs(0))))
+    graph_ours, _ = nnx.split(
+        nnx.eval_shape(lambda: _NnxNet(jaxconv.conv_general_dilated, rngs=nnx.Rngs(0)))
+    )
     graph_lax, abstract = nnx.split(nnx.eval_shape(lambda: _NnxNet(None, rngs=nnx.Rngs(0))))
     state = _random_like(abstract, seed=4, scale=0.3)
 
@@ -278,14 +330,24 @@ def test_nnx_model_trains_identically():
 @pytest.mark.parametrize(
     "spatial, c_in, flax_kwargs, conv_kwargs",
     [
-        ((9, 8), 4, dict(features=6, kernel_size=(3, 3), strides=2, padding="SAME",
-                         feature_group_count=2),
-         dict(stride=2, padding="SAME", groups=2)),
-        ((8, 9), 3, dict(features=5, kernel_size=(3, 2), padding=((1, 0), (2, 1)),
-                         kernel_dilation=(1, 2)),
-         dict(padding=((1, 0), (2, 1)), dilation=(1, 2))),
-        ((12,), 2, dict(features=3, kernel_size=(4,), strides=3, padding="VALID"),
-         dict(stride=3, padding="VALID")),
+        (
+            (9, 8),
+            4,
+            dict(features=6, kernel_size=(3, 3), strides=2, padding="SAME", feature_group_count=2),
+            dict(stride=2, padding="SAME", groups=2),
+        ),
+        (
+            (8, 9),
+            3,
+            dict(features=5, kernel_size=(3, 2), padding=((1, 0), (2, 1)), kernel_dilation=(1, 2)),
+            dict(padding=((1, 0), (2, 1)), dilation=(1, 2)),
+        ),
+        (
+            (12,),
+            2,
+            dict(features=3, kernel_size=(4,), strides=3, padding="VALID"),
+            dict(stride=3, padding="VALID"),
+        ),
     ],
     ids=["2d-same-stride-groups", "2d-explicit-dilated", "1d-valid-stride"],
 )
@@ -294,8 +356,11 @@ def test_channels_last_conv_reads_a_flax_kernel(spatial, c_in, flax_kwargs, conv
     layer = nn.Conv(**flax_kwargs)
     params = _random_like(jax.eval_shape(layer.init, jax.random.key(0), x), seed=1)
     kernel, bias = params["params"]["kernel"], params["params"]["bias"]
-    assert kernel.shape == (*flax_kwargs["kernel_size"], c_in // conv_kwargs.get("groups", 1),
-                            flax_kwargs["features"])
+    assert kernel.shape == (
+        *flax_kwargs["kernel_size"],
+        c_in // conv_kwargs.get("groups", 1),
+        flax_kwargs["features"],
+    )
     expected = jax.jit(layer.apply)(params, x)
     actual = jaxconv.conv(x, kernel, bias, channels_last=True, **conv_kwargs)
     _assert_trees_close(actual, expected, np.float32)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxconv.testing import enable_x64
 from jaxconv.convolution.padding_modes import pad, pad_adjoint
+from jaxconv.testing import enable_x64
 
 
 def test_reflect_by_hand():

@@ -10,8 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxconv
-from jaxconv.testing import enable_x64
-from jaxconv.testing import ConvCase, conv_cases
+from jaxconv.testing import ConvCase, conv_cases, enable_x64
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
