@@ -317,16 +317,21 @@ plt.show()
 # ## Keeping auto exact
 #
 # When every output matters to full relative precision -- high-dynamic-range images,
-# signals with a few huge entries, gradient checks -- do not let `auto` choose the FFT. The
-# way to do that today is to name the method: `method="direct"` sums each window exactly as
-# the lecture writes it, for the forward pass and both gradients.
+# signals with a few huge entries, gradient checks -- do not let `auto` choose the FFT. Ask
+# for `precision=jax.lax.Precision.HIGHEST` (or `"highest"`): `auto` then keeps to the
+# methods that sum each window exactly as the lecture writes it (`direct`, `shift`,
+# `matmul`), for the forward pass and both gradients, and `explain_method` says why the FFT
+# was left out. Naming `method="direct"` does the same for one call.
 
 # %%
-exact_out = jaxconv.conv(hdr, k31, padding="SAME", method="direct")
+choice = jaxconv.explain_method(hdr.shape, k31.shape, padding="SAME", precision="highest")
+print(choice)
+assert choice.method != "fft" and choice.costs["fft"] is None
+exact_out = jaxconv.conv(hdr, k31, padding="SAME", precision="highest")
 err_exact = float(
     np.abs(np.asarray(exact_out, np.float64) - exact)[dark].max() / np.abs(exact[dark]).max()
 )
-print(f"method='direct': relative error in the dark region {err_exact:.1e}")
+print(f"precision='highest': relative error in the dark region {err_exact:.1e}")
 assert err_exact < 1e-5
 
 # %% [markdown]
@@ -337,4 +342,4 @@ assert err_exact < 1e-5
 # - `direct` costs grow with the kernel's taps, `fft` with the grid; `shift` wins for
 #   depthwise layers. `explain_method` shows the estimates `auto` compares.
 # - The FFT's rounding error is relative to the whole image, not to each output: with a
-#   high dynamic range, ask for `method="direct"`.
+#   high dynamic range, ask for `precision="highest"` (or `method="direct"`).
