@@ -168,9 +168,21 @@ def conv_cases(
 
 
 def assert_allclose_rel(actual: Any, expected: Any, rtol: float, what: str = "") -> None:
-    """Assert ``relative_error(actual, expected) <= rtol`` with a readable message."""
+    """Assert ``relative_error(actual, expected) <= rtol``; on failure the message names the
+    worst element: its index and both values."""
     err = relative_error(actual, expected)
-    assert err <= rtol, f"{what}: relative error {err:.3g} > {rtol:.3g}"
+    if err <= rtol:
+        return
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    diff = np.abs(a - e)
+    diff = np.where(np.isnan(a) & np.isnan(e), 0.0, np.nan_to_num(diff, nan=np.inf))
+    worst = np.unravel_index(int(np.argmax(diff)), a.shape) if a.size else ()
+    index = tuple(int(i) for i in worst)
+    raise AssertionError(
+        f"{what}: relative error {err:.3g} > {rtol:.3g}; worst at index {index}: "
+        f"got {float(a[worst]):.7g}, expected {float(e[worst]):.7g}"
+    )
 
 
 def assert_vjp_matches(
@@ -181,13 +193,28 @@ def assert_vjp_matches(
     rtol: float | None = None,
     seed: int = 0,
     jit: bool = True,
+    order: int = 1,
 ) -> None:
-    """Assert ``f`` and ``f_ref`` agree on value and on the VJP for a random cotangent.
+    """Assert ``f`` and ``f_ref`` agree on value and on the VJP for a random cotangent, and,
+    with ``order=2``, on second derivatives too.
 
-    ``None`` arguments are passed through and not differentiated. ``rtol`` defaults to the
-    tolerance table's entry for the first argument's dtype. With ``jit=True`` each side's
-    value and VJP are computed in one compiled function (fast for many small shapes).
+    Second order checks both compositions JAX users meet: reverse-over-reverse (the gradient
+    of ``<vjp(ct), u>`` for a random direction ``u``) and forward-over-reverse (``jax.jvp`` of
+    that VJP along ``u``, what ``jax.hessian`` does). ``None`` arguments are passed through and
+    not differentiated. ``rtol`` defaults to the tolerance table's entry for the first
+    argument's dtype. With ``jit=True`` each side's computation is one compiled function.
+
+    Raises:
+      AssertionError: a mismatch; the message names the quantity (value, VJP w.r.t. argument
+        ``i``, second order), the worst element's index and both values.
+      ValueError: ``order`` other than 1 or 2.
+
+    >>> import jax, jax.numpy as jnp
+    >>> x = jnp.linspace(-1.0, 1.0, 5)
+    >>> assert_vjp_matches(jnp.sin, lambda x: jnp.cos(x - jnp.pi / 2), (x,), order=2)
     """
+    if order not in (1, 2):
+        raise ValueError(f"`order` must be 1 or 2, got {order!r}")
     idx = [i for i, a in enumerate(args) if a is not None]
 
     def bind(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -202,7 +229,9 @@ def assert_vjp_matches(
     diff_args = [args[i] for i in idx]
     rtol = tolerance(diff_args[0].dtype) if rtol is None else rtol
     out = jax.eval_shape(bind(f), *diff_args)
-    ct = random_array(np.random.default_rng(seed), out.shape, out.dtype)
+    rng = np.random.default_rng(seed)
+    ct = random_array(rng, out.shape, out.dtype)
+    dirs = [random_array(rng, a.shape, a.dtype) for a in diff_args]
 
     def value_and_vjp(fn: Callable[..., Any]) -> Any:
         def run(ct: Any, *diff: Any) -> Any:
@@ -219,3 +248,24 @@ def assert_vjp_matches(
     for k, (g, g_ref) in enumerate(zip(grads, grads_ref, strict=True)):
         assert g.shape == g_ref.shape and g.dtype == g_ref.dtype, f"argument {idx[k]}"
         assert_allclose_rel(g, g_ref, rtol, f"VJP w.r.t. argument {idx[k]}")
+    if order == 1:
+        return
+
+    def second(fn: Callable[..., Any]) -> Any:
+        def projected(*diff: Any) -> Any:  # <vjp(ct), u>: a scalar whose gradient is H u-ish
+            _, vjp = jax.vjp(bind(fn), *diff)
+            return sum(jnp.vdot(g, u) for g, u in zip(vjp(ct), dirs, strict=True)).real
+
+        def run(*diff: Any) -> Any:
+            rr = jax.grad(projected, argnums=tuple(range(len(diff))))(*diff)
+            vjp_of = lambda *d: jax.vjp(bind(fn), *d)[1](ct)  # noqa: E731
+            fr = jax.jvp(vjp_of, tuple(diff), tuple(dirs))[1]
+            return rr, fr
+
+        return (jax.jit(run) if jit else run)(*diff_args)
+
+    for name, got, want in zip(
+        ("reverse-over-reverse", "forward-over-reverse"), second(f), second(f_ref), strict=True
+    ):
+        for k, (g, g_ref) in enumerate(zip(got, want, strict=True)):
+            assert_allclose_rel(g, g_ref, rtol, f"{name} w.r.t. argument {idx[k]}")

@@ -299,3 +299,24 @@ def test_readme_model_snippets_run():
     layer = namespace["Conv2d"](w, b)
     expected = lax.conv_general_dilated(x, w, (1, 1), "SAME") + b.reshape(1, -1, 1, 1)
     assert_allclose_rel(layer(x), expected, GRAD_RTOL, what="README Equinox Conv2d")
+
+
+def test_property_testing_template_passes_and_catches_a_wrong_rule():
+    """``examples/test_your_own_vjp.py`` is a pytest file users copy: it must pass as shipped
+    (its third test proves the check catches a wrong rule)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(EXAMPLES / "test_your_own_vjp.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "3 passed" in out.stdout
