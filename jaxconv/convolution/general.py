@@ -20,6 +20,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from .._checks import check_int, check_numeric_array, check_same_dtype, normalize_tuple
+from .._compat import sharding_of
 from .._shapes import dilate_dim, resolve_padding
 from ._config import ConvConfig, canonical_precision, canonical_preferred
 from .grads import input_grad, weight_grad
@@ -48,15 +49,6 @@ def _check_out_sharding(out_sharding: Any) -> Any:
         "`out_sharding` must be None, a jax.sharding.NamedSharding or a PartitionSpec (under "
         f"`jax.set_mesh`), as in lax, got {out_sharding!r}"
     )
-
-
-def _sharding_of(a: jax.Array) -> Any:
-    """The sharding in ``a``'s type under a mesh context, else ``None`` (lax's transpose
-    rules give each gradient its primal's sharding)."""
-    typeof = getattr(jax, "typeof", None)
-    sharding = None if typeof is None else getattr(typeof(a), "sharding", None)
-    mesh = getattr(sharding, "mesh", None)
-    return None if mesh is None or mesh.empty else sharding
 
 
 def _forward(lhs: jax.Array, rhs: jax.Array, cfg: ConvConfig, out_sharding: Any) -> jax.Array:
@@ -93,8 +85,8 @@ def _general_conv_fwd(lhs, rhs, cfg, out_sharding):
 # mesh each gradient gets its primal's sharding, as lax's transpose rules give it.
 def _general_conv_bwd(cfg, out_sharding, res, dy):
     lhs, rhs = res
-    dlhs = input_grad(dy, rhs, lhs.shape, cfg, out_sharding=_sharding_of(lhs))
-    drhs = weight_grad(lhs, dy, rhs.shape, cfg, out_sharding=_sharding_of(rhs))
+    dlhs = input_grad(dy, rhs, lhs.shape, cfg, out_sharding=sharding_of(lhs))
+    drhs = weight_grad(lhs, dy, rhs.shape, cfg, out_sharding=sharding_of(rhs))
     return dlhs, drhs
 
 

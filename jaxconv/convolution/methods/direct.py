@@ -13,6 +13,7 @@ from functools import partial
 import jax
 from jax import lax
 
+from ..._compat import sharding_of
 from ..._shapes import channel_shape
 from .._config import ConvConfig
 from ..grads import bias_grad, input_grad, weight_grad
@@ -62,8 +63,8 @@ def _direct_conv_fwd(x, w, b, cfg):
 # dL/db:    db[o]  = sum over batch and space of dY[o]
 def _direct_conv_bwd(cfg, res, dy):
     x, w, has_bias = res
-    dx = input_grad(dy, w, x.shape, cfg)
-    dw = weight_grad(x, dy, w.shape, cfg)
+    dx = input_grad(dy, w, x.shape, cfg, out_sharding=sharding_of(x))
+    dw = weight_grad(x, dy, w.shape, cfg, out_sharding=sharding_of(w))
     db = bias_grad(dy, cfg, x.dtype) if has_bias else None
     return dx, dw, db
 
