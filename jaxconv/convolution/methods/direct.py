@@ -8,6 +8,7 @@ batch groups included), so it is always available to ``auto``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 
 import jax
@@ -17,10 +18,17 @@ from ..._compat import sharding_of
 from ..._shapes import channel_shape
 from .._config import ConvConfig
 from ..grads import bias_grad, input_grad, weight_grad
-from .plan import Geometry, MethodPlan
+from .plan import Geometry, MethodPlan, all_finite
 from .registry import Cost, Method
 
-__all__ = ["CALIBRATION", "METHOD", "conv_forward", "direct_conv"]
+__all__ = [
+    "CALIBRATION",
+    "METHOD",
+    "conv_forward",
+    "direct_conv",
+    "guarded_forward",
+    "guarded_grads",
+]
 
 
 def conv_forward(x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfig) -> jax.Array:
@@ -70,6 +78,29 @@ def _direct_conv_bwd(cfg, res, dy):
 
 
 direct_conv.defvjp(_direct_conv_fwd, _direct_conv_bwd)
+
+
+# ---------------------------------------------------------------------------------------
+# The guard the exactly-summing fast methods share. Their sums hold only each window's
+# terms, like XLA's convolution -- except that they multiply padded zeros (and zeros
+# inserted between strided cells) by kernel taps and upstream gradients, where ``0 * inf``
+# is NaN and XLA's convolution multiplies nothing. With a non-finite kernel or upstream
+# gradient they take these direct rules at run time (one reduction decides), so every
+# method has lax's NaN/inf pattern. A non-finite ``x`` needs no guard.
+
+
+def guarded_forward(fast: Callable, x, w, b, plan: MethodPlan) -> jax.Array:
+    """``fast(x, w, b)`` when ``w`` is finite, else the direct forward."""
+    return lax.cond(all_finite(w), fast, lambda x, w, b: conv_forward(x, w, b, plan.cfg), x, w, b)
+
+
+def guarded_grads(fast: Callable, x, w, dy, plan: MethodPlan) -> tuple[jax.Array, jax.Array]:
+    """``fast(dy) -> (dx, dw)`` when ``w`` and ``dy`` are finite, else the direct rules."""
+
+    def direct(dy):
+        return input_grad(dy, w, x.shape, plan.cfg), weight_grad(x, dy, w.shape, plan.cfg)
+
+    return lax.cond(all_finite(w, dy), fast, direct, dy)
 
 
 # ---------------------------------------------------------------------------------------

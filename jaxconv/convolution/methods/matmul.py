@@ -27,6 +27,7 @@ from jax import lax
 
 from ..._dtypes import accumulation_dtype
 from ..._shapes import channel_shape
+from .direct import guarded_forward, guarded_grads
 from .plan import Geometry, MethodPlan, plain_conv_reason
 from .registry import Cost, Method
 
@@ -119,18 +120,44 @@ def _forward(x, w, b, plan: MethodPlan) -> jax.Array:
     return y
 
 
+def _padded(plan: MethodPlan) -> bool:
+    return any(lo or hi for lo, hi in plan.geo.padding)
+
+
+def _checked_forward(x, w, b, plan: MethodPlan) -> jax.Array:
+    if not _padded(plan):  # every product is one of the window's own terms
+        return _forward(x, w, b, plan)
+    return guarded_forward(lambda x, w, b: _forward(x, w, b, plan), x, w, b, plan)
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _matmul_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: MethodPlan):
-    return _forward(x, w, b, plan)
+    return _checked_forward(x, w, b, plan)
 
 
 def _matmul_conv_fwd(x, w, b, plan):
-    # Residuals: the subsampled input (what dW reads; 1/S^d of x) and the kernel.
-    return _forward(x, w, b, plan), (_subsample(x, plan), w, b is not None)
+    # Residuals: the kernel, and the input -- subsampled (what dW reads, 1/S^d of x) when
+    # nothing is padded, else whole, for the direct rules behind the padding's NaN guard.
+    xs = x if _padded(plan) else _subsample(x, plan)
+    return _checked_forward(x, w, b, plan), (xs, w, b is not None)
 
 
 def _matmul_conv_bwd(plan, res, dy):
-    xs, w, has_bias = res
+    x, w, has_bias = res
+    if _padded(plan):
+        dx, dw = guarded_grads(lambda dy: _grads(plan, _subsample(x, plan), w, dy), x, w, dy, plan)
+    else:
+        dx, dw = _grads(plan, x, w, dy)
+    db = None
+    if has_bias:
+        cl = plan.cfg.channels_last
+        axes = tuple(d for d in range(dy.ndim) if d != (dy.ndim - 1 if cl else 1))
+        db = jnp.sum(dy, axis=axes, dtype=accumulation_dtype(dy.dtype)).astype(plan.in_dtype)
+    return dx, dw, db
+
+
+def _grads(plan: MethodPlan, xs, w, dy):
+    """dL/dX and dL/dW from the subsampled input (module doc)."""
     g, cl = plan.geo, plan.cfg.channels_last
     _, dx_spec, dw_spec = _SPECS[cl]
     xm, wm = _views(xs, w, plan)
@@ -145,12 +172,7 @@ def _matmul_conv_bwd(plan, res, dy):
         dxm = _product(dx_spec, wm, dym, plan, plan.in_dtype)
         dwm = _product(dw_spec, dym, xm, plan, plan.in_dtype)  # (G, Og, Cg)
         dw = dwm.reshape(w.shape)
-    dx = _upsample(dxm.reshape(xs.shape), plan)
-    db = None
-    if has_bias:
-        axes = tuple(d for d in range(dy.ndim) if d != (dy.ndim - 1 if cl else 1))
-        db = jnp.sum(dy, axis=axes, dtype=accumulation_dtype(dy.dtype)).astype(plan.in_dtype)
-    return dx, dw, db
+    return _upsample(dxm.reshape(xs.shape), plan), dw
 
 
 _matmul_conv.defvjp(_matmul_conv_fwd, _matmul_conv_bwd)

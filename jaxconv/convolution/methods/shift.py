@@ -33,12 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..grads import bias_grad, input_grad, weight_grad
-from .direct import conv_forward
+from ..grads import bias_grad
+from .direct import guarded_forward, guarded_grads
 from .plan import (
     Geometry,
     MethodPlan,
-    all_finite,
     plain_conv_reason,
     w_from_cf,
     w_to_cf,
@@ -178,43 +177,21 @@ def _weight_taps(xp: jax.Array, dy_g: jax.Array, g: Geometry) -> jax.Array:
     return jnp.stack(_sums(tuple(terms), axes), axis=-1)
 
 
-def _guarded_forward(x, w, b, plan: ShiftPlan) -> jax.Array:
-    """The shifted sum, or the direct forward when ``w`` holds a NaN or inf.
-
-    The shifted sum multiplies padded zeros by every tap, and ``0 * inf`` is NaN, while XLA's
-    convolution never multiplies the padding; with a non-finite kernel the direct forward
-    keeps the NaN/inf pattern of ``lax`` (decided at run time by one reduction over ``w``).
-    A non-finite ``x`` needs no guard: every sum holds only its own window.
-    """
-    return lax.cond(
-        all_finite(w),
-        lambda x, w, b: _forward(x, w, b, plan),
-        lambda x, w, b: conv_forward(x, w, b, plan.cfg),
-        x,
-        w,
-        b,
-    )
-
-
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _shift_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: ShiftPlan) -> jax.Array:
-    return _guarded_forward(x, w, b, plan)
+    return guarded_forward(lambda x, w, b: _forward(x, w, b, plan), x, w, b, plan)
 
 
 def _shift_conv_fwd(x, w, b, plan):
     # Residuals: the two operands (dX needs w, dW needs x); the padded copy is rebuilt.
-    return _guarded_forward(x, w, b, plan), (x, w, b is not None)
+    y = guarded_forward(lambda x, w, b: _forward(x, w, b, plan), x, w, b, plan)
+    return y, (x, w, b is not None)
 
 
 def _shift_conv_bwd(plan, res, dy):
     x, w, has_bias = res
-    cfg = plan.cfg
-
-    def direct_branch(dy):  # the padding and stride holes meet a NaN/inf: lax's pattern
-        return input_grad(dy, w, x.shape, cfg), weight_grad(x, dy, w.shape, cfg)
-
-    dx, dw = lax.cond(all_finite(w, dy), lambda dy: _shift_grads(plan, x, w, dy), direct_branch, dy)
-    db = bias_grad(dy, cfg, x.dtype) if has_bias else None
+    dx, dw = guarded_grads(lambda dy: _shift_grads(plan, x, w, dy), x, w, dy, plan)
+    db = bias_grad(dy, plan.cfg, x.dtype) if has_bias else None
     return dx, dw, db
 
 
