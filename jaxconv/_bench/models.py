@@ -27,8 +27,8 @@ Tables:
    batch, loss and gradients, and the scratch buffer in which every intermediate -- the
    residuals kept for the backward included -- is placed), with ``temp`` on its own.
 3. **layer breakdown**, one per network (channels-first): every op the network calls,
-   recorded at trace time with its shapes, timed forward+backward on its own (``grad`` of
-   ``sum(op(...) * ct)`` w.r.t. every array argument the step differentiates), summed per
+   recorded at trace time with its shapes, timed forward+backward on its own (its output
+   and its VJP with a random cotangent, w.r.t. every array the step differentiates), summed per
    kind of layer (stem, 1x1, depthwise 3x3 and 3x3/2, 7x7 depthwise, dense 3x3, pools,
    norms/activations, head) for lax, jaxconv and PyTorch, with the method ``auto`` picked
    (``jaxconv.explain_method``). The last rows compare the sum with the whole step: what
@@ -334,17 +334,22 @@ def _layer_inputs(layer: Layer, out_shape: tuple[int, ...], seed: int) -> list[n
 
 
 def layer_grad(ops: nets.Ops, layer: Layer) -> Callable[..., Any]:
-    """Jitted ``(*arrays, ct) -> grads`` of ``sum(op(*arrays) * ct)`` (forward+backward)."""
+    """Jitted ``(*arrays, ct) -> (y, grads)``: the op's output and its VJP with ``ct``.
+
+    The output is returned so that the forward runs: the gradient of a loss linear in ``y``
+    (``sum(y * ct)``) does not need ``y``, and XLA would drop the forward of a convolution.
+    """
     fn = getattr(ops, layer.call.op)
     config = dict(layer.call.config)
-    n = len(layer.call.shapes)
-    argnums = tuple(range(0 if layer.needs_dx else 1, n))
+    first = 0 if layer.needs_dx else 1
 
-    def loss(*arrays):
+    def fwd_bwd(*arrays):
         *args, ct = arrays
-        return jnp.sum(fn(*args, **config) * ct)
+        fixed = args[:first]
+        y, vjp = jax.vjp(lambda *wrt: fn(*fixed, *wrt, **config), *args[first:])
+        return y, vjp(ct)
 
-    return jax.jit(jax.grad(loss, argnums=argnums))
+    return jax.jit(fwd_bwd)
 
 
 def _torch_layer(torch: Any, where: str, layer: Layer, host: Sequence[np.ndarray]):
@@ -359,11 +364,12 @@ def _torch_layer(torch: Any, where: str, layer: Layer, host: Sequence[np.ndarray
     sync = torch.cuda.synchronize if where == "cuda" else (lambda: None)
 
     def run():
-        grads = torch.autograd.grad(fn(*args, **config), wrt, grad_outputs=ct)
+        y = fn(*args, **config)
+        grads = torch.autograd.grad(y, wrt, grad_outputs=ct)
         sync()
-        return grads
+        return y, grads
 
-    grads = run()
+    _, grads = run()
     return run, [g.cpu().numpy() for g in grads]
 
 
@@ -420,7 +426,7 @@ def time_layers(
             kind: (lambda exe=exes[(i, kind)], args=args: timing.block(exe(*args)))
             for kind in ("lax", "jaxconv")
         }
-        outs = {kind: fn() for kind, fn in fns.items()}
+        outs = {kind: fn()[1] for kind, fn in fns.items()}
         torch, where = torch_dev
         if torch is not None and layout == "NCHW":
             fns["torch"], outs["torch"] = _torch_layer(torch, where, layer, host)
@@ -656,7 +662,7 @@ def breakdown_table(
             ],
             rows=rows,
             notes=[
-                "each distinct op call timed alone (grad of sum(op * ct)), times its count in "
+                "each distinct op call timed alone (output + VJP), times its count in "
                 "the step; 'step - layers' is what the whole step costs beyond its layers",
             ],
             data={"layers": layer_results},
