@@ -50,6 +50,7 @@ class ConvConfig:
     precision: Any = None
     preferred_element_type: np.dtype | None = None
     method: str = "direct"
+    out_sharding: Any = None  # conv_general_dilated's, passed on to lax as it is
 
     @property
     def ndim(self) -> int:

@@ -9,9 +9,9 @@ transposes and no conjugates: JAX's VJP convention), integer and bool inputs (fo
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import jax
@@ -20,10 +20,9 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from .._checks import check_int, check_numeric_array, check_same_dtype, normalize_tuple
-from .._compat import sharding_of
 from .._shapes import dilate_dim, resolve_padding
 from ._config import ConvConfig, canonical_precision, canonical_preferred
-from .grads import input_grad, weight_grad
+from .methods.direct import conv_forward, direct_conv
 
 __all__ = ["conv_general_dilated"]
 
@@ -49,48 +48,6 @@ def _check_out_sharding(out_sharding: Any) -> Any:
         "`out_sharding` must be None, a jax.sharding.NamedSharding or a PartitionSpec (under "
         f"`jax.set_mesh`), as in lax, got {out_sharding!r}"
     )
-
-
-def _forward(lhs: jax.Array, rhs: jax.Array, cfg: ConvConfig, out_sharding: Any) -> jax.Array:
-    return lax.conv_general_dilated(
-        lhs,
-        rhs,
-        window_strides=cfg.window_strides,
-        padding=cfg.padding,
-        lhs_dilation=cfg.lhs_dilation,
-        rhs_dilation=cfg.rhs_dilation,
-        dimension_numbers=cfg.dimension_numbers,
-        feature_group_count=cfg.feature_group_count,
-        batch_group_count=cfg.batch_group_count,
-        precision=cfg.precision,
-        preferred_element_type=cfg.preferred_element_type,
-        **({} if out_sharding is None else {"out_sharding": out_sharding}),
-    )
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _general_conv(lhs: jax.Array, rhs: jax.Array, cfg: ConvConfig, out_sharding: Any) -> jax.Array:
-    return _forward(lhs, rhs, cfg, out_sharding)
-
-
-def _general_conv_fwd(lhs, rhs, cfg, out_sharding):
-    # Residuals: the two operands (dX needs rhs, dW needs lhs), as for method="direct".
-    return _forward(lhs, rhs, cfg, out_sharding), (lhs, rhs)
-
-
-# Forward:  Y[i]  = sum_a X[S*i + D*a - P] W[a]          (X spread by the lhs dilation)
-# dL/dW:    dW[a] = sum_i dY[i] X[S*i + D*a - P]         (correlate X with stride-dilated dY)
-# dL/dX:    dX[q] = sum_{S*i + D*a - P = q} dY[i] W[a]    (stride-dilated dY * flipped W)
-# Complex operands: the same sums with no conjugate (JAX's VJP is the transpose). Under a
-# mesh each gradient gets its primal's sharding, as lax's transpose rules give it.
-def _general_conv_bwd(cfg, out_sharding, res, dy):
-    lhs, rhs = res
-    dlhs = input_grad(dy, rhs, lhs.shape, cfg, out_sharding=sharding_of(lhs))
-    drhs = weight_grad(lhs, dy, rhs.shape, cfg, out_sharding=sharding_of(rhs))
-    return dlhs, drhs
-
-
-_general_conv.defvjp(_general_conv_fwd, _general_conv_bwd)
 
 
 def _pairs(padding: Any, n: int) -> tuple[tuple[int, int], ...]:
@@ -246,7 +203,8 @@ def conv_general_dilated(
         precision=canonical_precision(precision),
         preferred_element_type=canonical_preferred(preferred_element_type, dtype),
     )
+    cfg = dataclasses.replace(cfg, out_sharding=out_sharding)
     if jnp.issubdtype(dtype, jnp.inexact):
-        return _general_conv(lhs, rhs, cfg, out_sharding)
+        return direct_conv(lhs, rhs, None, cfg)
     # Integers and bools: lax's op itself (JAX differentiates it to float0).
-    return _forward(lhs, rhs, cfg, out_sharding)
+    return conv_forward(lhs, rhs, None, cfg)

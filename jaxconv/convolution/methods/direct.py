@@ -46,6 +46,7 @@ def conv_forward(x: jax.Array, w: jax.Array, b: jax.Array | None, cfg: ConvConfi
         batch_group_count=cfg.batch_group_count,
         precision=cfg.precision,
         preferred_element_type=cfg.preferred_element_type,
+        **({} if cfg.out_sharding is None else {"out_sharding": cfg.out_sharding}),
     )
     if b is not None:
         y = y + b.astype(y.dtype).reshape(
@@ -69,6 +70,8 @@ def _direct_conv_fwd(x, w, b, cfg):
 # dL/dW:    dW[a]  = sum_i dY[i] X[S*i + D*a - P]           (correlate X with stride-dilated dY)
 # dL/dX:    dX[q]  = sum_{S*i + D*a - P = q} dY[i] W[a]      (stride-dilated dY * flipped W)
 # dL/db:    db[o]  = sum over batch and space of dY[o]
+# Complex operands: the same sums with no conjugate (JAX's VJP is the transpose). Under a
+# mesh each gradient gets its primal's sharding, as lax's transpose rules give it.
 def _direct_conv_bwd(cfg, res, dy):
     x, w, has_bias = res
     dx = input_grad(dy, w, x.shape, cfg, out_sharding=sharding_of(x))
