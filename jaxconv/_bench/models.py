@@ -527,6 +527,9 @@ def step_table(
             "(channels-first, eager; the same torch time on both layout rows)",
             "ratios above 1: jaxconv is faster; max err: worst relative L2 difference of any "
             "gradient (jaxconv's and torch's) from lax's",
+            "PyTorch's OpenMP threads spin-wait: while another process holds a core its step "
+            "can take 10-30x longer (measured: 69 ms -> 2.3 s), so read torch columns from a "
+            "quiet machine only",
             *verdicts,
             *([] if judged else ["goals not judged (quick run or not on the CPU)"]),
         ],
