@@ -114,7 +114,7 @@ def ops_for(kind: str, layout: str) -> nets.Ops:
     return nets.lax_ops(channels_last) if kind == "lax" else nets.jaxconv_ops(channels_last)
 
 
-def step_fn(net: Any, ops: nets.Ops) -> Callable[..., Any]:
+def step_fn(net: Any, ops: nets.Ops) -> Any:
     """The jitted train step ``(params, x, labels) -> (loss, grads)``."""
     return jax.jit(jax.value_and_grad(nets.loss_fn(net, ops)))
 
@@ -162,6 +162,11 @@ def compile_all(
             out.append(exe)
             progress.advance()
     return out
+
+
+def _blocking(exe: Any, args: Sequence[Any]) -> Callable[[], Any]:
+    """A zero-argument call of a compiled program that waits for its result."""
+    return lambda: timing.block(exe(*args))
 
 
 def peak_memory(compiled: Any) -> dict[str, int] | None:
@@ -248,7 +253,7 @@ def time_steps(
             if p is not prob:
                 continue
             name = f"{kind} {layout}"
-            fns[name] = lambda exe=exe, args=args: timing.block(exe(*args))
+            fns[name] = _blocking(exe, args)
             loss, grads = fns[name]()
             if layout == "NHWC":
                 grads = to_channels_first(grads)
@@ -333,7 +338,7 @@ def _layer_inputs(layer: Layer, out_shape: tuple[int, ...], seed: int) -> list[n
     return arrays
 
 
-def layer_grad(ops: nets.Ops, layer: Layer) -> Callable[..., Any]:
+def layer_grad(ops: nets.Ops, layer: Layer) -> Any:
     """Jitted ``(*arrays, ct) -> (y, grads)``: the op's output and its VJP with ``ct``.
 
     The output is returned so that the forward runs: the gradient of a loss linear in ``y``
@@ -461,6 +466,10 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den
 
 
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
 def _mb(n: int | None) -> float | None:
     return None if n is None else n / 2**20
 
@@ -539,7 +548,8 @@ def step_table(
 
 
 def memory_table(results: list[dict[str, Any]], layouts: Sequence[str], quick: bool) -> Table:
-    rows, passed, verdicts = [], True, []
+    rows: list[list[Any]] = []
+    passed, verdicts = True, []
     for r in results:
         for layout in layouts:
             lax_m, jc_m = r["memory"].get(f"lax {layout}"), r["memory"].get(f"jaxconv {layout}")
@@ -624,10 +634,7 @@ def breakdown_table(
         "jaxconv": step_ms.get(f"jaxconv {layout}"),
         "torch": step_ms.get("torch") if layout == "NCHW" else None,
     }
-    glue = {
-        w: (steps[w] - sums[w]) if (steps[w] is not None and sums[w] is not None) else None
-        for w in who
-    }
+    glue = {w: _difference(steps[w], sums[w]) for w in who}
     n_layers = sum(r["count"] for r in layer_results)
     rows.append(
         [

@@ -483,7 +483,8 @@ def record(net: Any, ops: Ops, params: Params, x: Any) -> list[Call]:
 
         return wrapped
 
-    traced = dataclasses.replace(ops, **{n: wrap(n, getattr(ops, n)) for n in OP_NAMES})
+    wrapped: dict[str, Any] = {n: wrap(n, getattr(ops, n)) for n in OP_NAMES}
+    traced = dataclasses.replace(ops, **wrapped)
     jax.eval_shape(lambda p, x: net.apply(traced, p, x), params, x)
     return calls
 
