@@ -17,11 +17,13 @@ __all__ = [
     "check_choice",
     "check_float_array",
     "check_float_dtype",
+    "check_int_array",
     "check_numeric_array",
     "check_shape",
     "check_int",
     "check_ndim",
     "check_same_dtype",
+    "check_static",
     "normalize_pairs",
     "normalize_tuple",
 ]
@@ -238,3 +240,45 @@ def check_float_dtype(dtype: Any, name: str) -> np.dtype:
     if not (np.issubdtype(dt, np.floating) or dt.name == "bfloat16"):
         raise TypeError(f"`{name}` must be a floating dtype, got {dt.name}")
     return dt
+
+
+def check_static(value: Any, name: str, what: str = "Python ints") -> Any:
+    """A static argument as plain Python values: NumPy (and concrete JAX) arrays and scalars,
+    alone or as items of a list or tuple, become ints, floats, bools or lists (``tolist``),
+    so the checks that follow see ``np.array([2, 2])`` as ``[2, 2]``.
+
+    ``what`` names the values expected (``"Python ints"``, ``"a Python bool"``).
+
+    Raises:
+      TypeError: ``value`` is or holds a traced array: under ``jax.jit`` a static argument
+        must be marked with ``static_argnums``/``static_argnames``.
+    """
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, jax.Array):
+            try:
+                v = np.asarray(v)
+            except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+                raise TypeError(
+                    f"`{name}` must be static ({what}, not a traced array: under jax.jit "
+                    f"mark it with static_argnums/static_argnames), got {value!r}"
+                ) from None
+        if isinstance(v, np.ndarray | np.generic):
+            return v.tolist()
+        return v
+
+    if isinstance(value, tuple):
+        return tuple(plain(v) for v in value)
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return plain(value)
+
+
+def check_int_array(x: Any, name: str) -> np.dtype:
+    """Check ``x`` is a JAX or NumPy array of an integer dtype (indices, say)."""
+    if getattr(x, "dtype", None) is None:
+        raise TypeError(f"`{name}` must be an integer array (JAX or NumPy), got {_type_name(x)}")
+    dtype = _dtype_of(x, name)
+    if not np.issubdtype(dtype, np.integer):
+        raise TypeError(f"`{name}` must be an integer array, got a {dtype.name} array")
+    return dtype

@@ -187,7 +187,12 @@ X = jnp.zeros((1, 2, 6, 6), jnp.float32)
         (
             lambda: max_unpool(X, X, (12, 12)),
             TypeError,
-            "`indices` must be an integer array, got float32",
+            "`indices` must be an integer array, got a float32 array",
+        ),
+        (
+            lambda: max_unpool(jnp.ones((1, 1, 2)), [[[0, 1]]], 4),
+            TypeError,
+            "`indices` must be an integer array (JAX or NumPy), got list",
         ),
         (
             lambda: max_unpool(X, jnp.zeros((1, 2, 6, 5), jnp.int32), (12, 12)),
@@ -228,3 +233,92 @@ def test_out_of_range_indices_are_dropped_under_jit():
     idx = jnp.asarray([[[0, 99]]], jnp.int32)
     out = jax.jit(lambda y, i: max_unpool(y, i, 4))(jnp.asarray([[[1.0, 2.0]]]), idx)
     np.testing.assert_array_equal(out, [[[1.0, 0.0, 0.0, 0.0]]])
+
+
+# Every static argument of every pool, passed as a traced value: (name, what, call with v).
+Y = jnp.zeros((1, 2, 3, 3), jnp.float32)
+IDX = jnp.zeros((1, 2, 3, 3), jnp.int32)
+STATIC = "must be static ({}, not a traced array: under jax.jit mark it with static_argnums"
+TRACED = [
+    ("window", "Python ints", lambda v: max_pool(X, v)),
+    ("window", "Python ints", lambda v: max_pool(X, (v, 2))),
+    ("stride", "Python ints", lambda v: max_pool(X, 2, v)),
+    ("padding", "Python ints", lambda v: max_pool(X, 3, 1, v)),
+    ("dilation", "Python ints", lambda v: max_pool(X, 2, 1, 0, v)),
+    ("ceil_mode", "a Python bool", lambda v: max_pool(X, 2, ceil_mode=v > 0)),
+    ("channels_last", "a Python bool", lambda v: max_pool(X, 2, channels_last=v > 0)),
+    ("return_indices", "a Python bool", lambda v: max_pool(X, 2, return_indices=v > 0)),
+    ("window", "Python ints", lambda v: avg_pool(X, v)),
+    ("stride", "Python ints", lambda v: avg_pool(X, 2, (1, v))),
+    ("padding", "Python ints", lambda v: avg_pool(X, 3, 1, v)),
+    ("ceil_mode", "a Python bool", lambda v: avg_pool(X, 2, ceil_mode=v > 0)),
+    ("count_include_pad", "a Python bool", lambda v: avg_pool(X, 2, count_include_pad=v > 0)),
+    ("divisor_override", "Python ints", lambda v: avg_pool(X, 2, divisor_override=v)),
+    ("channels_last", "a Python bool", lambda v: avg_pool(X, 2, channels_last=v > 0)),
+    ("p", "a Python number", lambda v: lp_pool(X, v, 2)),
+    ("window", "Python ints", lambda v: lp_pool(X, 2.0, v)),
+    ("stride", "Python ints", lambda v: lp_pool(X, 2.0, 2, v)),
+    ("ceil_mode", "a Python bool", lambda v: lp_pool(X, 2.0, 2, ceil_mode=v > 0)),
+    ("channels_last", "a Python bool", lambda v: lp_pool(X, 2.0, 2, channels_last=v > 0)),
+    ("output_size", "Python ints or None", lambda v: adaptive_avg_pool(X, v)),
+    ("output_size", "Python ints or None", lambda v: adaptive_avg_pool(X, (v, None))),
+    ("channels_last", "a Python bool", lambda v: adaptive_avg_pool(X, 2, channels_last=v > 0)),
+    ("output_size", "Python ints or None", lambda v: adaptive_max_pool(X, (2, v))),
+    ("return_indices", "a Python bool", lambda v: adaptive_max_pool(X, 2, v > 0)),
+    ("channels_last", "a Python bool", lambda v: adaptive_max_pool(X, 2, channels_last=v > 0)),
+    ("output_size", "Python ints", lambda v: max_unpool(Y, IDX, v)),
+    ("output_size", "Python ints", lambda v: max_unpool(Y, IDX, (6, v))),
+    ("channels_last", "a Python bool", lambda v: max_unpool(Y, IDX, 6, channels_last=v > 0)),
+]
+
+
+@pytest.mark.parametrize("name, what, call", TRACED)
+def test_a_traced_static_argument_says_it_must_be_static(name, what, call):
+    """``jax.jit(max_pool)(x, 2)`` traces the window: the message names the argument and
+    says how to keep it static, instead of failing inside the geometry arithmetic."""
+    message = f"`{name}` " + STATIC.format(what)
+    with pytest.raises(TypeError, match=re.escape(message)):
+        jax.jit(call)(2)
+
+
+def test_jit_of_the_pool_itself_names_the_traced_window():
+    with pytest.raises(TypeError, match=re.escape("`window` " + STATIC.format("Python ints"))):
+        jax.jit(max_pool)(X, 2)
+    y = jax.jit(max_pool, static_argnums=1)(X, 2)  # what the message asks for
+    assert y.shape == (1, 2, 3, 3)
+
+
+def test_numpy_integers_are_accepted_wherever_ints_are():
+    """NumPy integer arrays and scalars (and concrete JAX ones) work like the ints and
+    sequences of ints they hold, in every static argument."""
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 2, 6, 6)), jnp.float32)
+    i64 = np.int64
+    cases = [
+        (
+            max_pool(x, np.array([3, 3]), i64(2), np.array([1, 1]), np.array([1, 1])),
+            max_pool(x, 3, 2, 1, 1),
+        ),
+        (max_pool(x, jnp.asarray(2), (i64(2), 2)), max_pool(x, 2)),
+        (
+            avg_pool(x, np.array([3, 2]), np.array(1), i64(1), divisor_override=i64(3)),
+            avg_pool(x, (3, 2), 1, 1, divisor_override=3),
+        ),
+        (lp_pool(x, np.float32(2.0), np.array([2, 2]), i64(2)), lp_pool(x, 2.0, 2, 2)),
+        (lp_pool(x, i64(3), 2), lp_pool(x, 3, 2)),
+        (adaptive_avg_pool(x, np.array([4, 3])), adaptive_avg_pool(x, (4, 3))),
+        (adaptive_avg_pool(x, (i64(4), None)), adaptive_avg_pool(x, (4, None))),
+        (adaptive_max_pool(x, np.int32(4)), adaptive_max_pool(x, 4)),
+        (max_pool(x, 2, ceil_mode=np.bool_(True)), max_pool(x, 2, ceil_mode=True)),
+    ]
+    for got, want in cases:
+        np.testing.assert_array_equal(got, want)
+    y, idx = max_pool(x, 2, return_indices=True)
+    np.testing.assert_array_equal(
+        max_unpool(y, np.asarray(idx), np.array([6, 6])), max_unpool(y, idx, (6, 6))
+    )
+    with pytest.raises(TypeError, match=re.escape("`window` must be an int or a sequence of")):
+        max_pool(x, np.array([2.0, 2.0]))  # float arrays stay refused
+    with pytest.raises(
+        ValueError, match=re.escape("`x` must be (N, C, *spatial) with ndim 5 to match `window`")
+    ):
+        max_pool(x, np.array([2, 2, 2]))  # an array is a sequence: its length is the rank

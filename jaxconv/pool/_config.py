@@ -21,7 +21,9 @@ from .._checks import (
     check_bool,
     check_float_array,
     check_int,
+    check_int_array,
     check_ndim,
+    check_static,
     normalize_tuple,
 )
 from ._geometry import (
@@ -40,10 +42,16 @@ __all__ = [
     "avg_pool_config",
     "lp_pool_config",
     "pool_geometry",
+    "static_bool",
     "unpool_config",
 ]
 
 _LAYOUT = {False: "(N, C, *spatial)", True: "(N, *spatial, C)"}
+
+
+def static_bool(value: Any, name: str) -> bool:
+    """A static flag: a Python or NumPy bool, never a traced one."""
+    return check_bool(check_static(value, name, "a Python bool"), name)
 
 
 @dataclass(frozen=True)
@@ -114,10 +122,18 @@ def pool_geometry(
     no ``dilation``, ``lp_pool`` no ``padding`` either); only those appear in messages,
     with the values the caller passed.
     """
-    received = {"window": window, "stride": stride, "padding": padding, "dilation": dilation}
+    received = {
+        name: check_static(value, name)
+        for name, value in zip(
+            ("window", "stride", "padding", "dilation"),
+            (window, stride, padding, dilation),
+            strict=True,
+        )
+    }
+    window, stride, padding, dilation = received.values()
     as_passed = ", ".join(f"{name}={received[name]!r}" for name in arguments)
-    channels_last = check_bool(channels_last, "channels_last")
-    ceil_mode = check_bool(ceil_mode, "ceil_mode")
+    channels_last = static_bool(channels_last, "channels_last")
+    ceil_mode = static_bool(ceil_mode, "ceil_mode")
     check_float_array(x, "x")
     rank = _spatial_rank(x, "x", window, "window", channels_last)
     window = normalize_tuple(window, rank, "window", minimum=1)
@@ -165,7 +181,8 @@ def avg_pool_config(
     channels_last: Any,
 ) -> AvgPoolConfig:
     """Validate ``avg_pool``'s arguments into an ``AvgPoolConfig``."""
-    count_include_pad = check_bool(count_include_pad, "count_include_pad")
+    count_include_pad = static_bool(count_include_pad, "count_include_pad")
+    divisor_override = check_static(divisor_override, "divisor_override")
     if divisor_override is not None:
         divisor_override = check_int(divisor_override, "divisor_override", minimum=1)
     geom = pool_geometry(
@@ -184,6 +201,7 @@ def lp_pool_config(
     x: Any, p: Any, window: Any, stride: Any, ceil_mode: Any, channels_last: Any
 ) -> LpPoolConfig:
     """Validate ``lp_pool``'s arguments into an ``LpPoolConfig`` (``p`` as a float)."""
+    p = check_static(p, "p", "a Python number")
     if isinstance(p, bool | np.bool_) or not isinstance(p, int | float | np.integer | np.floating):
         raise TypeError(f"`p` must be a real number (int or float), got {p!r}")
     p = float(p)
@@ -202,7 +220,8 @@ def lp_pool_config(
 
 def adaptive_geometry(x: Any, output_size: Any, channels_last: Any) -> AdaptiveGeometry:
     """Validate an adaptive pool's arguments into an ``AdaptiveGeometry``."""
-    channels_last = check_bool(channels_last, "channels_last")
+    output_size = check_static(output_size, "output_size", "Python ints or None")
+    channels_last = static_bool(channels_last, "channels_last")
     check_float_array(x, "x")
     rank = _spatial_rank(x, "x", output_size, "output_size", channels_last)
     in_size = _spatial_size(x, rank, channels_last)
@@ -234,12 +253,11 @@ def unpool_config(y: Any, indices: Any, output_size: Any, channels_last: Any) ->
     Concrete ``indices`` are range-checked here; traced ones cannot be (``max_unpool``
     documents that it then ignores out-of-range entries).
     """
-    channels_last = check_bool(channels_last, "channels_last")
+    output_size = check_static(output_size, "output_size")
+    channels_last = static_bool(channels_last, "channels_last")
     check_float_array(y, "y")
     rank = _spatial_rank(y, "y", output_size, "output_size", channels_last)
-    idx_dtype = np.dtype(getattr(indices, "dtype", np.float64))
-    if not hasattr(indices, "dtype") or not np.issubdtype(idx_dtype, np.integer):
-        raise TypeError(f"`indices` must be an integer array, got {idx_dtype.name}")
+    check_int_array(indices, "indices")
     if tuple(np.shape(indices)) != tuple(np.shape(y)):
         raise ValueError(
             f"`indices` must have the shape of `y` {tuple(np.shape(y))}, "

@@ -20,9 +20,8 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from .._checks import check_bool
 from .._dtypes import compute_dtype
-from ._config import AvgPoolConfig, adaptive_geometry
+from ._config import AvgPoolConfig, adaptive_geometry, static_bool
 from ._geometry import AdaptiveGeometry, adaptive_bounds, adaptive_sizes, regular_geometry
 from ._vjp import materialized, spread_blocks, transpose_adaptive_gather, winner_blocks
 from ._windows import (
@@ -182,7 +181,7 @@ def adaptive_max_pool(
       >>> adaptive_max_pool(jnp.array([[[1., 3., 2., 5., 4.]]]), 2)
       Array([[[3., 5.]]], dtype=float32)
     """
-    return_indices = check_bool(return_indices, "return_indices")
+    return_indices = static_bool(return_indices, "return_indices")
     geom = adaptive_geometry(x, output_size, channels_last)
     x = jnp.asarray(x)
     regular = regular_geometry(geom)

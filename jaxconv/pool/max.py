@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from .._checks import check_bool
-from ._config import pool_geometry
+from ._config import pool_geometry, static_bool
 from ._geometry import PoolGeometry, first_valid_offsets
 from ._vjp import crop_padding, materialized, place_by_phase, winner_blocks
 from ._windows import (
@@ -90,7 +89,7 @@ def max_pool(
       Array([[[[6., 8.],
                [3., 4.]]]], dtype=float32)
     """
-    return_indices = check_bool(return_indices, "return_indices")
+    return_indices = static_bool(return_indices, "return_indices")
     geom = pool_geometry(
         x, window, stride, padding, dilation, ceil_mode=ceil_mode, channels_last=channels_last
     )
