@@ -21,6 +21,7 @@ __all__ = [
     "avg_divisors",
     "ceil_div",
     "first_valid_offsets",
+    "read_positions",
     "offset_phase",
     "phase_length",
     "pool_extent",
@@ -116,6 +117,24 @@ def first_valid_offsets(
                 break
         firsts.append(first)
     return tuple(firsts)
+
+
+def read_positions(
+    length: int, out: int, window: int, stride: int, padding: int, dilation: int
+) -> tuple[bool, ...]:
+    """Per input position ``l``, whether some window reads it: ``l = o*s + a*d - p`` for an
+    output ``o < out`` and an offset ``a < k``.
+
+    Positions read by no window (past the last window in floor mode, or between windows
+    when ``s > d*(k-1) + 1``) have a zero gradient, whatever their value.
+    """
+    read = [False] * length
+    for o in range(out):
+        for a in range(window):
+            q = o * stride + a * dilation - padding
+            if 0 <= q < length:
+                read[q] = True
+    return tuple(read)
 
 
 def adaptive_bounds(length: int, out: int) -> tuple[tuple[int, int], ...]:

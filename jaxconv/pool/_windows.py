@@ -9,8 +9,8 @@ Windows appear in two layouts. As *slices*: for a fixed offset, ``X_pad[o*s + a*
 outputs ``o`` is one strided slice (``window_slice``), so a pool is a loop over offsets. As
 *blocks*: when windows tile the input (or after the adaptive pools' gather), each spatial
 axis ``L_i`` splits into ``(o_i, k_i)``, the window axes sitting right after their output
-axes (``split_windows``, ``window_axes``); ``windows_last`` moves them into one trailing
-axis of length ``K = prod(k_i)`` for a vectorised reduction.
+axes (``split_windows``, ``window_axes``), and a vectorised reduction runs over the window
+axes in place (``max_and_winner``, with ``window_codes``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._geometry import PoolGeometry
+from ._geometry import PoolGeometry, read_positions
 
 __all__ = [
     "MAX_UNROLLED_OFFSETS",
@@ -34,12 +34,13 @@ __all__ = [
     "merge_windows",
     "pad_axes",
     "pad_spatial",
+    "read_mask",
     "spatial_constant",
     "split_windows",
     "window_axes",
     "window_offsets",
+    "window_codes",
     "window_slice",
-    "windows_last",
     "winner_dtype",
     "winner_to_indices",
 ]
@@ -75,6 +76,29 @@ def pad_spatial(x: jax.Array, geom: PoolGeometry, value: float) -> jax.Array:
     """Pad ``p`` low and ``extent - L - p`` high (a crop if negative) with ``value``."""
     pads = zip(geom.spatial_axes, geom.padding, geom.high_padding, strict=True)
     return pad_axes(x, {axis: (lo, hi) for axis, lo, hi in pads}, value)
+
+
+def read_mask(geom: PoolGeometry, ndim: int) -> jax.Array | None:
+    """Which input positions some window reads, shaped to broadcast against an ``ndim``
+    array; ``None`` when every position is read (the common case: nothing to mask)."""
+    per_dim = [
+        np.asarray(read_positions(*args), dtype=bool)
+        for args in zip(
+            geom.in_size,
+            geom.out_size,
+            geom.window,
+            geom.stride,
+            geom.padding,
+            geom.dilation,
+            strict=True,
+        )
+    ]
+    if all(r.all() for r in per_dim):
+        return None
+    mask = np.ones((), dtype=bool)
+    for r in per_dim:
+        mask = np.logical_and.outer(mask, r)
+    return spatial_constant(mask, ndim, geom.spatial_axes, bool)
 
 
 def window_slice(xp: jax.Array, geom: PoolGeometry, offset: tuple[int, ...]) -> jax.Array:
@@ -119,34 +143,48 @@ def merge_windows(blocks: jax.Array, spatial_axes: Sequence[int]) -> jax.Array:
     return blocks.reshape(shape)
 
 
-def windows_last(blocks: jax.Array, spatial_axes: Sequence[int]) -> jax.Array:
-    """``(.., o_i, k_i, ..) -> (.., o_i, .., K)``: the window axes as one trailing axis.
-
-    ``K = prod(k_i)``, in row-major window order, so a position along it is the offset's code.
-    """
-    win = window_axes(spatial_axes)
-    keep = [a for a in range(blocks.ndim) if a not in win]
-    moved = jnp.transpose(blocks, keep + list(win))
-    return moved.reshape(moved.shape[: len(keep)] + (math.prod(moved.shape[len(keep) :]),))
+def window_codes(window: Sequence[int], spatial_axes: Sequence[int], ndim: int) -> jax.Array:
+    """Each window offset's code (int32) in the block layout of an ``ndim``-axis array:
+    ``k_i`` long on the window axes, 1 elsewhere, so it broadcasts against the blocks."""
+    shape = [1] * ndim
+    for axis, k in zip(window_axes(spatial_axes), window, strict=True):
+        shape[axis] = k
+    return jnp.asarray(np.arange(math.prod(window), dtype=np.int32).reshape(shape))
 
 
 def max_and_winner(
-    flat: jax.Array, code_dtype: Any, valid: jax.Array | None = None
+    blocks: jax.Array,
+    window: Sequence[int],
+    spatial_axes: Sequence[int],
+    code_dtype: Any,
+    valid: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Max over the last axis and its winner's code: the last NaN if any, else the first max.
+    """Max over each block's window axes and its winner's code: the last NaN if any, else the
+    first max (row-major window order).
 
-    ``valid`` (broadcast against ``flat``) marks entries that may win a tie for the maximum;
-    the adaptive pools' fill entries are not valid, so an all ``-inf`` window crowns a real
-    entry. A NaN is never a fill entry, hence the mask does not apply to the last NaN.
+    ``blocks`` is ``(.., o_i, k_i, ..)`` (``window_axes``). Each result is a plain max or
+    min reduction over the window axes -- no argmax, no transpose of the window axes into
+    one: XLA's SPMD partitioner all-reduces such reductions along a sharded axis where it
+    would gather a variadic argmax's partial results or the merged windows.
+
+    ``valid`` (broadcast against ``blocks``) marks entries that may win a tie for the
+    maximum; the adaptive pools' fill entries are not valid, so an all ``-inf`` window
+    crowns a real entry. A NaN is never a fill entry, hence the mask does not apply to the
+    last NaN.
     """
-    k = flat.shape[-1]
-    y = jnp.max(flat, axis=-1)
-    is_nan = flat != flat
-    last_nan = (k - 1) - jnp.argmax(is_nan[..., ::-1], axis=-1)
-    is_max = flat == y[..., None]
-    first_max = jnp.argmax(is_max if valid is None else is_max & valid, axis=-1)
-    winner = jnp.where(jnp.any(is_nan, axis=-1), last_nan, first_max).astype(code_dtype)
-    return y, winner
+    win = window_axes(spatial_axes)
+    codes = window_codes(window, spatial_axes, blocks.ndim)
+    none = jnp.asarray(-1, jnp.int32)
+    last_nan = jnp.max(jnp.where(blocks != blocks, codes, none), axis=win)
+    has_nan = last_nan >= 0
+    # The window's NaN is put back by hand: XLA's CPU max reduction (its YNNPACK fusion, jax
+    # 0.10) drops NaNs from large enough reductions -- lax.reduce_window's max pool too.
+    y = jnp.where(has_nan, jnp.asarray(jnp.nan, blocks.dtype), jnp.max(blocks, axis=win))
+    y_b = jnp.expand_dims(y, win)
+    is_max = blocks == y_b if valid is None else (blocks == y_b) & valid
+    past_end = jnp.asarray(math.prod(window), jnp.int32)
+    first_max = jnp.min(jnp.where(is_max, codes, past_end), axis=win)
+    return y, jnp.where(has_nan, last_nan, first_max).astype(code_dtype)
 
 
 def winner_dtype(num_offsets: int) -> Any:

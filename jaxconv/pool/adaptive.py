@@ -10,6 +10,7 @@ gather through the inverse table (``transpose_adaptive_gather``), never a scatte
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -28,7 +29,6 @@ from ._windows import (
     max_and_winner,
     spatial_constant,
     window_axes,
-    windows_last,
     winner_dtype,
     winner_to_indices,
 )
@@ -200,16 +200,15 @@ def adaptive_max_pool(
 
 
 def _valid_entries(geom: AdaptiveGeometry, ndim: int) -> jax.Array:
-    """Which of the ``K = prod(kmax_i)`` gathered entries of each window are real (not fill),
-    shaped to broadcast against the ``(.., o_i, .., K)`` windows of an ``ndim`` array."""
+    """Which gathered entries of each window are real (not fill): ``a_i < |window o_i|``
+    in every dimension, shaped to broadcast against the ``(.., o_i, a_i, ..)`` windows of
+    an ``ndim``-axis input."""
     valid = np.ones((), dtype=bool)
     for n, o, kmax in zip(geom.in_size, geom.out_size, geom.window, strict=True):
         ok = np.arange(kmax) < np.asarray(adaptive_sizes(n, o))[:, None]  # (o, kmax)
         valid = np.logical_and.outer(valid, ok)  # (o_1, k_1, .., o_i, k_i)
-    rank = geom.rank
-    order = list(range(0, 2 * rank, 2)) + list(range(1, 2 * rank, 2))
-    valid = valid.transpose(order).reshape(geom.out_size + (-1,))  # (o_1, .., o_n, K)
-    return spatial_constant(valid, ndim + 1, geom.spatial_axes + (ndim,), bool)
+    axes = [a for axis in window_axes(geom.spatial_axes) for a in (axis - 1, axis)]
+    return spatial_constant(valid, ndim + geom.rank, axes, bool)
 
 
 def _adaptive_max_pool_forward(x: jax.Array, geom: AdaptiveGeometry):
@@ -220,9 +219,9 @@ def _adaptive_max_pool_forward(x: jax.Array, geom: AdaptiveGeometry):
     entry in row-major order, but are masked so an all ``-inf`` window picks a real entry.
     """
     windows = _adaptive_windows(x, geom, -jnp.inf)
-    flat = windows_last(windows, geom.spatial_axes)
-    code_dtype = winner_dtype(flat.shape[-1])
-    return max_and_winner(flat, code_dtype, _valid_entries(geom, x.ndim))
+    code_dtype = winner_dtype(math.prod(geom.window))
+    valid = _valid_entries(geom, x.ndim)
+    return max_and_winner(windows, geom.window, geom.spatial_axes, code_dtype, valid)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))

@@ -27,6 +27,7 @@ from ._vjp import crop_padding, materialized, place_by_phase, spread_blocks
 from ._windows import (
     merge_windows,
     pad_spatial,
+    read_mask,
     spatial_constant,
     split_windows,
     window_axes,
@@ -194,7 +195,10 @@ def lp_pool(
 
     Gradient: ``dX_j = sum_o dY[o] (K/D[o]) S[o]^(1/p - 1) X_j^(p-1)`` where
     ``S = K * avg_pool(X^p)``. A window with ``S = 0`` passes zero gradient (PyTorch's
-    documented choice), so the VJP is finite wherever PyTorch's is.
+    documented choice), so the VJP is finite wherever PyTorch's is. For ``p = +-inf`` the
+    gradient is ``max_pool``'s routed to the winner times ``sign(X_j)`` (0 at 0, NaN at NaN,
+    as PyTorch's ``abs``). NaN and inf stay local: an entry that no window reads gets a zero
+    gradient whatever its value; a NaN entry that a window reads gets a NaN gradient.
 
     Args:
       x: ``(N, C, *spatial)`` or channels-last, a floating dtype.
@@ -219,17 +223,36 @@ def lp_pool(
     cfg = lp_pool_config(x, p, window, stride, ceil_mode, channels_last)
     x = jnp.asarray(x)
     if math.isinf(cfg.p):
-        # PyTorch's special cases; |x| is differentiated by JAX (d|x|/dx = sign(x), 0 at 0)
+        # PyTorch's special cases, differentiated by JAX through _abs (sign rule). Entries no
+        # window reads are zeroed first, so a NaN there cannot reach the gradient as NaN * 0.
+        read = read_mask(cfg.geom, x.ndim)
+        a = _abs(x if read is None else jnp.where(read, x, jnp.zeros((), x.dtype)))
         if cfg.p > 0:
-            return windowed_max(jnp.abs(x), cfg.geom)[0]
-        return -windowed_max(-jnp.abs(x), cfg.geom)[0]
+            return windowed_max(a, cfg.geom)[0]
+        return -windowed_max(-a, cfg.geom)[0]
     return _lp_pool(x, cfg)
 
 
+@jax.custom_jvp
+def _abs(x: jax.Array) -> jax.Array:
+    """``|x|`` with PyTorch's derivative ``sign(x)``: 0 at 0 and NaN at NaN (``jnp.abs``'s
+    own rule gives +1 at 0 and -1 at NaN)."""
+    return jnp.abs(x)
+
+
+@_abs.defjvp
+def _abs_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return jnp.abs(x), jnp.sign(x) * t
+
+
 def _pow(x: jax.Array, e: float) -> jax.Array:
-    """``x ** e``: ``integer_pow`` for integral ``e`` (valid for negative x), else ``pow``."""
+    """``x ** e``: ``integer_pow`` for integral ``e`` (valid for negative x), ``sqrt`` for
+    ``e = 0.5`` (as PyTorch: NaN at ``-inf``, where ``pow`` gives ``inf``), else ``pow``."""
     if float(e).is_integer():
         return lax.integer_pow(x, int(e))
+    if e == 0.5:
+        return jnp.sqrt(x)
     return jnp.power(x, jnp.asarray(e, x.dtype))
 
 
@@ -257,7 +280,7 @@ def _lp_pool_fwd(x, cfg):
 
 
 # Forward:  Y[o] = S[o]^(1/p),  S[o] = (K/D[o]) sum_a X[o*s + a]^p
-# dL/dX:    dX[j] = X[j]^(p-1) * sum_{(o, a): o*s + a = j} G[o],
+# dL/dX:    dX[j] = X[j]^(p-1) * sum_{(o, a): o*s + a = j} G[o]   (0 where no window reads j),
 #           G[o] = dY[o] (K/D[o]) S[o]^(1/p - 1)   (0 where S[o] = 0)
 def _lp_pool_bwd(cfg, residuals, dy):
     x, s = residuals
@@ -266,8 +289,11 @@ def _lp_pool_bwd(cfg, residuals, dy):
     s_safe = jnp.where(nonzero, s, jnp.ones((), acc))  # keeps both branches finite
     g = dy.astype(acc) * _lp_scale(cfg, dy.ndim, acc) * _pow(s_safe, 1.0 / cfg.p - 1.0)
     g = jnp.where(nonzero, g, jnp.zeros((), acc))
-    spread = avg_pool_input_grad(g, cfg.geom)
-    return ((spread * _pow(x.astype(acc), cfg.p - 1.0)).astype(x.dtype),)
+    dx = avg_pool_input_grad(g, cfg.geom) * _pow(x.astype(acc), cfg.p - 1.0)
+    read = read_mask(cfg.geom, dx.ndim)
+    if read is not None:  # no window reads these: 0, even where X^(p-1) is inf or NaN
+        dx = jnp.where(read, dx, jnp.zeros((), acc))
+    return (dx.astype(x.dtype),)
 
 
 _lp_pool.defvjp(_lp_pool_fwd, _lp_pool_bwd)

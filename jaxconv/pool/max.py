@@ -29,7 +29,6 @@ from ._windows import (
     split_windows,
     window_offsets,
     window_slice,
-    windows_last,
     winner_dtype,
     winner_to_indices,
 )
@@ -55,8 +54,11 @@ def max_pool(
 
     Conventions at the non-differentiable points: among tied maxima the first in row-major
     window order wins and receives the whole gradient; if a window holds a NaN the output is
-    NaN and the gradient goes to the window's last NaN (PyTorch and XLA). A window whose real
+    NaN and the gradient goes to the window's last NaN (PyTorch's rule; ``jax.grad`` of
+    ``lax.reduce_window`` gives it to a number after the NaN instead). A window whose real
     entries are all ``-inf`` routes its gradient to its first in-bounds position (PyTorch).
+    NaN and inf stay local: a non-finite entry of ``x`` or of the upstream gradient reaches
+    only the outputs and gradient entries of the windows holding it.
 
     Args:
       x: ``(N, C, *spatial)``, or ``(N, *spatial, C)`` if ``channels_last``; 1-3 spatial
@@ -118,8 +120,8 @@ def _max_pool_forward(x: jax.Array, geom: PoolGeometry) -> tuple[jax.Array, jax.
     code_dtype = winner_dtype(geom.num_offsets)
     if as_blocks(geom):
         # large tiling windows (global pooling): one vectorised reduction, not K slices
-        flat = windows_last(split_windows(xp, geom), geom.spatial_axes)
-        y, winner = max_and_winner(flat, code_dtype)
+        blocks = split_windows(xp, geom)
+        y, winner = max_and_winner(blocks, geom.window, geom.spatial_axes, code_dtype)
     else:
         offsets = window_offsets(geom.window)
         y = window_slice(xp, geom, offsets[0])
