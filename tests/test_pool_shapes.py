@@ -73,12 +73,15 @@ def test_extent_and_phases_cover_every_window(dim):
     last = (out - 1) * s + (k - 1) * d  # last padded position read
     assert extent == last + 1
     assert extent <= n + 2 * p + s - 1  # ceil mode overhangs by less than one stride
-    t = phase_length(extent, s)
-    assert (t - 1) * s < extent <= t * s
+    t = phase_length(n, s)
+    assert (t - 1) * s < n <= t * s
     for a in range(k):
-        r, u = offset_phase(a, s, d)
-        assert 0 <= r < s and u * s + r == a * d
-        assert out - 1 + u < t  # the last output's shifted term stays inside its phase
+        r, u = offset_phase(a, s, d, p)
+        assert 0 <= r < s and u * s + r == a * d - p
+        # output o's offset a lands on input position (o + u)*s + r: phase r, index o + u
+        for o in range(out):
+            assert (o + u) * s + r == o * s + a * d - p
+        assert u >= -(p // s + 1)  # the first outputs reach at most p back into the padding
 
 
 @given(dims(), st.booleans())

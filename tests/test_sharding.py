@@ -45,15 +45,9 @@ SHARDINGS = ["batch", "spatial"]
 RTOL = 1e-5  # measured: <= 3.3e-6 (shift), <= 2.6e-7 for the others
 
 # Failing today (jax 0.10.2, 4 CPU host devices) and therefore NOT run; move a case into the
-# tested set once the library is fixed. What each does now:
-KNOWN_FAILING = [
-    # The residual, gathered whole by the predicate of the CPU materialisation conditional
-    # (`v.reshape(-1)[0]` of an H-sharded array): u8[8,3,32,32] winners, f32[8,3,32,32]
-    # window sums, u8[8,3,16,16] winners.
-    ("max_pool", "spatial"),
-    ("lp_pool", "spatial"),
-    ("adaptive_max_pool", "spatial"),
-]
+# tested set once the library is fixed, and say here what each does now. (None now: the pools'
+# H-sharded residual gathers are gone.)
+KNOWN_FAILING: list[tuple[str, str]] = []
 # An explicit method="fft" runs under any sharding and gives the unsharded gradient, but XLA's
 # SPMD partitioner replicates every FFT operand, even one sharded only along an axis the
 # transform does not touch (openxla/xla#24, jax-ml/jax#15680): all-gathers of the padded

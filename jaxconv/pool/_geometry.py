@@ -59,19 +59,20 @@ def pool_extent(out: int, window: int, stride: int, dilation: int) -> int:
     return (out - 1) * stride + (window - 1) * dilation + 1
 
 
-def offset_phase(offset: int, stride: int, dilation: int) -> tuple[int, int]:
-    """``(r, u)`` with ``offset*d = u*s + r`` and ``0 <= r < s``.
+def offset_phase(offset: int, stride: int, dilation: int, padding: int = 0) -> tuple[int, int]:
+    """``(r, u)`` with ``offset*d - p = u*s + r`` and ``0 <= r < s`` (``u`` may be negative).
 
-    Window offset ``a`` of output ``o`` lands on padded position ``(o + u)*s + r``: stride phase
-    ``r``, at phase index ``o + u``. The backward works per phase at output resolution.
+    Window offset ``a`` of output ``o`` lands on input position ``(o + u)*s + r``: stride
+    phase ``r``, at phase index ``o + u`` (``u < 0``: the first outputs' offset ``a`` lies in
+    the padding). The backward works per phase at output resolution.
     """
-    u, r = divmod(offset * dilation, stride)
+    u, r = divmod(offset * dilation - padding, stride)
     return r, u
 
 
-def phase_length(extent: int, stride: int) -> int:
-    """Entries per stride phase covering ``extent`` padded positions: ``ceil(extent / s)``."""
-    return ceil_div(extent, stride)
+def phase_length(length: int, stride: int) -> int:
+    """Entries per stride phase covering ``length`` positions: ``ceil(length / s)``."""
+    return ceil_div(length, stride)
 
 
 def avg_divisors(

@@ -43,12 +43,17 @@ def materialized(a: jax.Array) -> jax.Array:
     identity, so its data-dependent predicate (which XLA cannot fold away) does not matter;
     under ``vmap`` it becomes a cheap select. Elsewhere (GPU, TPU), where the barrier holds
     and a conditional would cost a device-to-host sync, the barrier is used.
+
+    The predicate reads the first entry as a one-element slice: under a spatial sharding
+    XLA fetches that one entry, where ``a.reshape(-1)[0]`` (flattening a sharded axis into
+    the others) made it all-gather the whole residual onto every device.
     """
     if a.size == 0:
         return a
 
     def on_cpu(v: jax.Array) -> jax.Array:
-        pred = v.reshape(-1)[0] > jnp.zeros((), v.dtype)
+        first = lax.slice(v, (0,) * v.ndim, (1,) * v.ndim).reshape(())
+        pred = first > jnp.zeros((), v.dtype)
         return lax.cond(pred, lambda w: w, lambda w: w * jnp.ones((), w.dtype), v)
 
     return lax.platform_dependent(a, cpu=on_cpu, default=lax.optimization_barrier)
@@ -68,52 +73,98 @@ def crop_padding(dx_padded: jax.Array, geom: PoolGeometry) -> jax.Array:
 def place_by_phase(
     term: Callable[[int], jax.Array | None], geom: PoolGeometry, like: jax.Array
 ) -> jax.Array:
-    """``dX_pad[q] = sum_{(o, a): o*s + a*d = q} term(a)[o]`` for overlapping windows.
+    """``dX[j] = sum_{(o, a): o*s + a*d - p = j} term(a)[o]``: every window's contributions
+    back on the input positions they read (those in the padding dropped).
 
-    Split the padded axis by stride phase, ``q = t*s + r``. Offset ``a`` with
-    ``a*d = u*s + r`` lands on phase ``r`` at ``t = o + u``, so each phase is a sum of
-    output-resolution terms shifted by ``u`` (a zero pad), with no collisions; the phases
-    are then interleaved by ``stack`` + ``reshape``. ``term(code)`` is the contribution of
-    offset ``code`` at output resolution (``None`` for none); ``like`` gives shape and dtype.
+    Split the input axis by stride phase, ``j = t*s + r``. Offset ``a`` with
+    ``a*d - p = u*s + r`` lands on phase ``r`` at ``t = o + u``, so each phase is a sum of
+    output-resolution terms shifted by ``u`` (zero pads), with no collisions; each phase is
+    cropped to its ``ceil(L/s)`` entries (``u < 0`` puts the first outputs' entries in the
+    low padding), the phases are interleaved, and the tail past ``L`` is cropped.
+    ``term(code)`` is the contribution of offset ``code`` at output resolution (``None``
+    for none); ``like`` gives the batch and channel shape and the dtype.
+
+    The phases are aligned with the input, not with the padded input: an input sharded
+    along a spatial axis has phases sharded the same way (``L/s`` entries each), so XLA's
+    SPMD partitioner turns the shifts into halo exchanges and the interleave into a local
+    transpose, with nothing gathered.
     """
     axes = geom.spatial_axes
-    lengths = [phase_length(e, s) for e, s in zip(geom.extent, geom.stride, strict=True)]
-    phases: dict[tuple[int, ...], jax.Array] = {}
+    lengths = [phase_length(n, s) for n, s in zip(geom.in_size, geom.stride, strict=True)]
+    shifts = [
+        [offset_phase(a, s, d, p) for a in range(k)]
+        for k, s, d, p in zip(geom.window, geom.stride, geom.dilation, geom.padding, strict=True)
+    ]
+    # Terms are only ever zero-padded, into a span that holds every shift; each phase's sum
+    # is cropped once (a crop per term fused measurably slower on CPU).
+    lows = [max(0, -min(u for _, u in ru)) for ru in shifts]
+    spans = [
+        max(n_t + lo, max(o + u + lo for _, u in ru))
+        for ru, n_t, o, lo in zip(shifts, lengths, geom.out_size, lows, strict=True)
+    ]
+    sums: dict[tuple[int, ...], jax.Array] = {}
     for code, offset in enumerate(window_offsets(geom.window)):
         t = term(code)
         if t is None:
             continue
-        ru = [
-            offset_phase(a, s, d)
-            for a, s, d in zip(offset, geom.stride, geom.dilation, strict=True)
-        ]
+        ru = [shifts[i][a] for i, a in enumerate(offset)]
         phase = tuple(r for r, _ in ru)
         pads = {
-            axis: (u, n_t - o - u)
-            for axis, (_, u), n_t, o in zip(axes, ru, lengths, geom.out_size, strict=True)
+            axis: (u + lo, span - o - u - lo)
+            for axis, (_, u), o, lo, span in zip(axes, ru, geom.out_size, lows, spans, strict=True)
         }
         shifted = pad_axes(t, pads)
-        phases[phase] = shifted if phase not in phases else phases[phase] + shifted
-
+        sums[phase] = shifted if phase not in sums else sums[phase] + shifted
+    crops = {
+        axis: (-lo, n_t + lo - span)
+        for axis, n_t, lo, span in zip(axes, lengths, lows, spans, strict=True)
+    }
+    phases = {phase: pad_axes(v, crops) for phase, v in sums.items()}
     phase_shape = list(like.shape)
     for axis, n_t in zip(axes, lengths, strict=True):
         phase_shape[axis] = n_t
-    zeros = jnp.zeros(phase_shape, like.dtype)
+    dx = _interleave(phases, jnp.zeros(phase_shape, like.dtype), geom.stride, axes)
+    tails = {
+        axis: (0, n - dx.shape[axis])
+        for axis, n in zip(axes, geom.in_size, strict=True)
+        if dx.shape[axis] != n
+    }
+    return pad_axes(dx, tails) if tails else dx
 
-    def interleave(prefix: tuple[int, ...]) -> jax.Array:
-        i = len(prefix)
-        if i == geom.rank:
+
+def _interleave(
+    phases: dict[tuple[int, ...], jax.Array],
+    zeros: jax.Array,
+    stride: Sequence[int],
+    axes: Sequence[int],
+) -> jax.Array:
+    """``X[.., t_i*s_i + r_i, ..] = phases[r][.., t_i, ..]`` (``zeros`` for a missing phase).
+
+    The phases are stacked into trailing axes ``(.., r_n, .., r_1)``, which one transpose
+    moves next to their ``t_i`` before a reshape merges each pair. (Stacking each next to
+    its ``t_i`` directly ends the fused computation in a concatenate, which XLA's CPU
+    backend writes measurably slower.)
+    """
+    rank = len(stride)
+    if all(s == 1 for s in stride):
+        return phases.get((0,) * rank, zeros)
+
+    def stacked(prefix: tuple[int, ...]) -> jax.Array:
+        if len(prefix) == rank:
             return phases.get(prefix, zeros)
-        parts = [interleave(prefix + (r,)) for r in range(geom.stride[i])]
-        if len(parts) == 1:
-            return parts[0]
-        # axes of later dimensions sit after axes[i], so axes[i] is still in place
-        stacked = jnp.stack(parts, axis=axes[i] + 1)
-        shape = list(stacked.shape)
-        shape[axes[i] : axes[i] + 2] = [shape[axes[i]] * shape[axes[i] + 1]]
-        return stacked.reshape(shape)
+        parts = [stacked(prefix + (r,)) for r in range(stride[len(prefix)])]
+        return jnp.stack(parts, axis=-1)
 
-    return interleave(())
+    p = stacked(())
+    order: list[int] = []
+    for axis in range(zeros.ndim):
+        order.append(axis)
+        if axis in axes:
+            order.append(zeros.ndim + rank - 1 - list(axes).index(axis))  # r_i: stacked last
+    shape = list(zeros.shape)
+    for axis, s in zip(axes, stride, strict=True):
+        shape[axis] *= s
+    return jnp.transpose(p, order).reshape(shape)
 
 
 def _with_window_axes(a: jax.Array, spatial_axes: Sequence[int]) -> jax.Array:

@@ -9,8 +9,9 @@ regular case.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -153,7 +154,7 @@ windowed_avg.defvjp(_avg_pool_fwd, _avg_pool_bwd)
 
 
 # Forward:  Y[o] = sum_a X_pad[o*s + a*d] / D[o]   (D: PyTorch's divisor, or divisor_override)
-# dL/dX:    dX_pad[q] = sum_{(o, a): o*s + a*d = q} G[o],  G = dY / D   (every offset, no mask)
+# dL/dX:    dX[j] = sum_{(o, a): o*s + a*d - p = j} G[o],  G = dY / D   (every offset, no mask)
 def avg_pool_input_grad(g: jax.Array, geom: PoolGeometry) -> jax.Array:
     """Spread each (already divided) upstream gradient ``g`` over its whole window.
 
@@ -167,7 +168,35 @@ def avg_pool_input_grad(g: jax.Array, geom: PoolGeometry) -> jax.Array:
     if geom.non_overlapping:
         blocks = spread_blocks(g, geom.window, geom.spatial_axes)
         return crop_padding(merge_windows(blocks, geom.spatial_axes), geom)
-    return crop_padding(place_by_phase(lambda code: g, geom, g), geom)
+    # every offset spreads the same g: the placement is separable, one dimension at a time
+    # (k_1 + .. + k_n shifted terms instead of k_1 * .. * k_n)
+    for i in range(geom.rank):
+        g = place_by_phase(_same_for_every_offset(g), _along(geom, i, g.shape), g)
+    return g
+
+
+def _same_for_every_offset(g: jax.Array) -> Callable[[int], jax.Array]:
+    return lambda code: g
+
+
+def _along(geom: PoolGeometry, i: int, shape: Sequence[int]) -> PoolGeometry:
+    """``geom`` restricted to spatial dimension ``i``: the others have window, stride and
+    dilation 1, no padding, and keep their current length in ``shape``."""
+    sizes = [shape[a] for a in geom.spatial_axes]
+
+    def only(values: tuple[int, ...], other: int) -> tuple[int, ...]:
+        return tuple(v if j == i else other for j, v in enumerate(values))
+
+    in_size = tuple(geom.in_size[i] if j == i else n for j, n in enumerate(sizes))
+    return dataclasses.replace(
+        geom,
+        in_size=in_size,
+        window=only(geom.window, 1),
+        stride=only(geom.stride, 1),
+        padding=only(geom.padding, 0),
+        dilation=only(geom.dilation, 1),
+        out_size=tuple(sizes),
+    )
 
 
 # ----------------------------------------------------------------------------------------

@@ -184,7 +184,7 @@ windowed_max.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 # Forward:  Y[o] = X_pad[o*s + a*(o)*d],  a*(o) = winner[o] (first max; last NaN)
-# dL/dX:    dX_pad[q] = sum_{(o, a): o*s + a*d = q} dY[o] [winner[o] == a],  dX = crop(dX_pad)
+# dL/dX:    dX[j] = sum_{(o, a): o*s + a*d - p = j} dY[o] [winner[o] == a]   (j in [0, L))
 def max_pool_input_grad(dy: jax.Array, winner: jax.Array, geom: PoolGeometry) -> jax.Array:
     """Route each upstream gradient to the winning position of its window.
 
@@ -210,4 +210,4 @@ def max_pool_input_grad(dy: jax.Array, winner: jax.Array, geom: PoolGeometry) ->
     def term(code: int) -> jax.Array:
         return jnp.where(winner == code, dy, zero)
 
-    return crop_padding(place_by_phase(term, geom, dy), geom)
+    return place_by_phase(term, geom, dy)

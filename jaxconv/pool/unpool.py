@@ -13,7 +13,6 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.typing import ArrayLike
 
 from ._config import UnpoolConfig, unpool_config
@@ -65,15 +64,25 @@ def max_unpool(
 
 
 def _to_planes(a: jax.Array, channels_last: bool) -> jax.Array:
-    """``(N, C, *sp)`` or ``(N, *sp, C)`` -> ``(N*C, prod(sp))``."""
+    """``(N, C, *sp)`` or ``(N, *sp, C)`` -> ``(N, C, prod(sp))``.
+
+    ``N`` and ``C`` stay separate axes, batch axes of every sort, scatter and gather below
+    (``vmap``): a batch-sharded input keeps its sharding, where merging ``N*C`` into one
+    axis of row indices made XLA gather the planes onto every device.
+    """
     if channels_last:
         a = jnp.moveaxis(a, -1, 1)
-    return a.reshape(a.shape[0] * a.shape[1], math.prod(a.shape[2:]))
+    return a.reshape(a.shape[:2] + (math.prod(a.shape[2:]),))
 
 
-def _from_planes(a: jax.Array, lead: tuple[int, int], size: tuple[int, ...], channels_last: bool):
-    a = a.reshape(lead + size)
+def _from_planes(a: jax.Array, size: tuple[int, ...], channels_last: bool) -> jax.Array:
+    a = a.reshape(a.shape[:2] + size)
     return jnp.moveaxis(a, 1, -1) if channels_last else a
+
+
+def _per_plane(f):
+    """``f`` on one ``(n, c)`` plane, mapped over both leading axes."""
+    return jax.vmap(jax.vmap(f))
 
 
 def _unpool_targets(indices: jax.Array, cfg: UnpoolConfig) -> tuple[jax.Array, jax.Array]:
@@ -83,30 +92,31 @@ def _unpool_targets(indices: jax.Array, cfg: UnpoolConfig) -> tuple[jax.Array, j
     in their original order, so the last of each run is the last occurrence.
     """
     plane = math.prod(cfg.out_size)
-    idx = _to_planes(indices, cfg.channels_last)
-    in_range = (idx >= 0) & (idx < plane)
-    key = jnp.where(in_range, idx, -1)
-    order = jnp.argsort(key, axis=1, stable=True)
-    ranked = jnp.take_along_axis(key, order, axis=1)
-    last = jnp.concatenate(
-        [ranked[:, :-1] != ranked[:, 1:], jnp.ones((ranked.shape[0], 1), bool)], axis=1
-    )
-    last_in_place = jnp.take_along_axis(last, jnp.argsort(order, axis=1), axis=1)
-    return jnp.clip(idx, 0, plane - 1), in_range & last_in_place
+
+    def targets(idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+        in_range = (idx >= 0) & (idx < plane)
+        key = jnp.where(in_range, idx, -1)
+        order = jnp.argsort(key, stable=True)
+        ranked = key[order]
+        last = jnp.concatenate([ranked[:-1] != ranked[1:], jnp.ones((1,), bool)])
+        last_in_place = last[jnp.argsort(order)]
+        return jnp.clip(idx, 0, plane - 1), in_range & last_in_place
+
+    return _per_plane(targets)(_to_planes(indices, cfg.channels_last))
 
 
 def _max_unpool_forward(y, flat_index, kept, cfg: UnpoolConfig) -> jax.Array:
     plane = math.prod(cfg.out_size)
-    lead = (y.shape[0], y.shape[-1] if cfg.channels_last else y.shape[1])
-    values = _to_planes(y, cfg.channels_last)
-    b, m = values.shape
-    # entries not written go to distinct out-of-range columns: every index is unique
-    column = jnp.where(kept, flat_index, plane + lax.broadcasted_iota(jnp.int32, (b, m), 1))
-    row = lax.broadcasted_iota(jnp.int32, (b, m), 0)
-    out = (
-        jnp.zeros((b, plane), y.dtype).at[row, column].set(values, mode="drop", unique_indices=True)
-    )
-    return _from_planes(out, lead, cfg.out_size, cfg.channels_last)
+
+    def write(values: jax.Array, index: jax.Array, written: jax.Array) -> jax.Array:
+        # entries not written go to distinct out-of-range columns: every index is unique
+        past_end = plane + jnp.arange(index.shape[0], dtype=index.dtype)
+        column = jnp.where(written, index, past_end)
+        out = jnp.zeros((plane,), values.dtype)
+        return out.at[column].set(values, mode="drop", unique_indices=True)
+
+    out = _per_plane(write)(_to_planes(y, cfg.channels_last), flat_index, kept)
+    return _from_planes(out, cfg.out_size, cfg.channels_last)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -123,9 +133,8 @@ def _max_unpool_fwd(y, flat_index, kept, cfg):
 # dL/dY:    dY[j] = dOut[idx[j]] [j written]
 def _max_unpool_bwd(cfg, residuals, d_out):
     flat_index, kept = residuals
-    lead = (d_out.shape[0], d_out.shape[-1] if cfg.channels_last else d_out.shape[1])
     dy = max_unpool_values_grad(_to_planes(d_out, cfg.channels_last), flat_index, kept)
-    return _from_planes(dy, lead, cfg.in_size, cfg.channels_last), None, None
+    return _from_planes(dy, cfg.in_size, cfg.channels_last), None, None
 
 
 _max_unpool.defvjp(_max_unpool_fwd, _max_unpool_bwd)
@@ -137,12 +146,15 @@ def max_unpool_values_grad(d_out: jax.Array, flat_index: jax.Array, kept: jax.Ar
     """Gather the cotangent of the unpooled planes at the indices.
 
     Args:
-      d_out: cotangent of the output, ``(B, P)`` (planes flattened).
-      flat_index: ``(B, M)`` int indices into each plane, clipped into range.
-      kept: ``(B, M)`` bool, true where that value was written (in range, last duplicate).
+      d_out: cotangent of the output, ``(N, C, P)`` (planes flattened).
+      flat_index: ``(N, C, M)`` int indices into each plane, clipped into range.
+      kept: ``(N, C, M)`` bool, true where that value was written (in range, last duplicate).
 
     Returns:
-      ``(B, M)`` cotangent of the pooled values.
+      ``(N, C, M)`` cotangent of the pooled values.
     """
-    gathered = jnp.take_along_axis(d_out, flat_index, axis=1, mode="clip")
-    return jnp.where(kept, gathered, jnp.zeros((), d_out.dtype))
+
+    def gather(plane: jax.Array, index: jax.Array, written: jax.Array) -> jax.Array:
+        return jnp.where(written, plane[index], jnp.zeros((), plane.dtype))
+
+    return _per_plane(gather)(d_out, flat_index, kept)
