@@ -24,6 +24,7 @@ from jaxconv.pool._geometry import (
     phase_length,
     pool_extent,
     pool_output_size,
+    read_positions,
     regular_geometry,
 )
 
@@ -105,6 +106,23 @@ def test_first_valid_offset_is_the_first_in_bounds_position(dim):
     for o, a in enumerate(first_valid_offsets(n, out, k, s, p, d)):
         inside = [b for b in range(k) if 0 <= o * s + b * d - p < n]
         assert a == (inside[0] if inside else -1)
+
+
+@given(dims())
+def test_read_positions_are_those_some_window_reads(dim):
+    """Read by the brute-force windows; in floor mode with ``s <= d(k-1) + 1`` and no
+    dilation gaps, only a tail shorter than a stride goes unread."""
+    n, k, s, p, d, ceil_mode = dim
+    out = pool_output_size(n, k, s, p, d, ceil_mode)
+    read = read_positions(n, out, k, s, p, d)
+    expected = {
+        q - p for q0 in _brute_windows(n, k, s, p, d, ceil_mode) for q in range(q0, q0 + d * k, d)
+    }
+    assert len(read) == n
+    assert {j for j, r in enumerate(read) if r} == expected & set(range(n))
+    if d == 1 and s <= k:
+        unread = [j for j, r in enumerate(read) if not r]
+        assert unread == list(range(n - len(unread), n)) and len(unread) < s
 
 
 @given(st.integers(1, 30), st.integers(1, 30))
