@@ -64,8 +64,8 @@ def conv(
         says which and why), ``"direct"`` (one XLA convolution), ``"fft"`` (real FFTs, for
         large kernels; any configuration), ``"shift"`` (a sum of shifted slices, for
         depthwise and small grouped convolutions) or ``"matmul"`` (channel matrix products,
-        for pointwise one-tap kernels, in the caller's layout). Every method has its own hand-derived VJP
-        and keeps NaN/inf local: a non-finite entry of ``x``, ``w`` or the upstream gradient
+        for pointwise one-tap kernels, in the caller's layout). Every method has its own
+        hand-derived VJP and keeps NaN/inf local: a non-finite entry of ``x``, ``w`` or the upstream gradient
         touches only the outputs whose window holds it, as in ``lax`` (``"fft"`` checks at run
         time and then takes the direct rules). Accuracy: ``"direct"`` and ``"shift"`` round
         each output's own sum, like ``lax``; ``"fft"``'s error is bounded *relative to the
