@@ -65,9 +65,10 @@ def conv(
         large kernels; any configuration), ``"shift"`` (a sum of shifted slices, for
         depthwise and small grouped convolutions) or ``"matmul"`` (channel matrix products,
         for pointwise one-tap kernels, in the caller's layout). Every method has its own
-        hand-derived VJP and keeps NaN/inf local: a non-finite entry of ``x``, ``w`` or the upstream gradient
-        touches only the outputs whose window holds it, as in ``lax`` (``"fft"`` checks at run
-        time and then takes the direct rules). Accuracy: ``"direct"`` and ``"shift"`` round
+        hand-derived VJP and keeps NaN/inf local: a non-finite entry of ``x``, ``w`` or the
+        upstream gradient touches only the outputs whose window holds it, as in ``lax``
+        (the fast methods check at run time and then take the direct rules). Accuracy:
+        ``"direct"``, ``"shift"`` and ``"matmul"`` round
         each output's own sum, like ``lax``; ``"fft"``'s error is bounded *relative to the
         largest output* (``4 eps (log2 F + 1)`` for an FFT grid of ``F`` cells), so on a
         high-dynamic-range input the small outputs carry the large ones' absolute error.
