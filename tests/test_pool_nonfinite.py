@@ -205,16 +205,17 @@ def test_max_unpool_nonfinite_pattern(case, where, transform, seed):
 
 def test_nan_upstream_gradient_reaches_only_its_winner():
     """``dY * onehot`` would put ``NaN * 0 = NaN`` on the whole window; lax's
-    select-and-scatter, and ours, put it on the winner only."""
+    select-and-scatter, and ours, put it on the winner only. Eagerly too: under jit XLA's
+    simplifier turns such a product into a select, which would hide it."""
     x = jnp.arange(16.0).reshape(1, 1, 4, 4)
-    dy = jnp.ones((1, 1, 2, 2)).at[0, 0, 0, 1].set(jnp.nan)
-    for f in (lambda a: jaxconv.max_pool(a, 2), lambda a: jaxconv.max_pool(a, 3, 1, 1)):
-        y, pullback = jax.vjp(f, x)
-        d = jnp.ones(y.shape).at[0, 0, 0, 1].set(jnp.nan)
-        dx = pullback(d)[0]
+    for f in (partial(jaxconv.max_pool, window=2), partial(jaxconv.max_pool, window=3, stride=1)):
+        dy = jnp.ones(jax.eval_shape(f, x).shape).at[0, 0, 0, 1].set(jnp.nan)
+        _, dx = _value_and_grad(f, x, dy, "jit")
         assert int(jnp.isnan(dx).sum()) == 1
-    dx = jax.vjp(lambda a: jaxconv.max_pool(a, 2), x)[1](dy)[0]
-    want = jax.vjp(lambda a: lax_max_pool(a, 2), x)[1](dy)[0]
+        assert int(jnp.isnan(jax.vjp(f, x)[1](dy)[0]).sum()) == 1
+    dy = jnp.ones((1, 1, 2, 2)).at[0, 0, 0, 1].set(jnp.nan)
+    _, dx = _value_and_grad(partial(jaxconv.max_pool, window=2), x, dy, "jit")
+    _, want = _value_and_grad(partial(lax_max_pool, window=2), x, dy, "jit")
     np.testing.assert_array_equal(pattern(dx), pattern(want))
     assert bool(jnp.isnan(dx[0, 0, 1, 3]))  # the winner of window (0, 1): 7
 
@@ -251,15 +252,16 @@ def test_a_nan_survives_large_window_reductions():
 def test_lp_pool_entries_no_window_reads_get_zero_gradient():
     """Length 5, window 2: the last entry is read by no window. Its gradient is 0 even when
     it is NaN or inf, where ``X^(p-1)`` times a zero spread would give NaN."""
+    grad = jax.jit(jax.grad(lambda a, p: jnp.sum(jaxconv.lp_pool(a, p, 2))), static_argnums=1)
     for bad in (jnp.nan, jnp.inf):
         x = jnp.asarray([[[1.0, 2.0, 3.0, 4.0, bad]]])
         for p in (1.0, 2.0, 1.5, 0.5, math.inf, -math.inf):
-            dx = jax.grad(lambda a, p=p: jnp.sum(jaxconv.lp_pool(a, p, 2)))(x)
+            dx = grad(x, p)
             assert bool(jnp.isfinite(dx).all()), (p, bad, dx)
             assert float(dx[0, 0, 4]) == 0.0
     # stride > window: the entries between windows are read by none either
     x = jnp.asarray([[[1.0, 2.0, jnp.nan, 4.0, 5.0, jnp.inf]]])
-    dx = jax.grad(lambda a: jnp.sum(jaxconv.lp_pool(a, 2.0, 2, 3)))(x)
+    dx = jax.jit(jax.grad(lambda a: jnp.sum(jaxconv.lp_pool(a, 2.0, 2, 3))))(x)
     np.testing.assert_array_equal(pattern(dx), np.zeros((1, 1, 6)))
     assert float(dx[0, 0, 2]) == 0.0 and float(dx[0, 0, 5]) == 0.0
 
@@ -279,12 +281,10 @@ def test_lp_pool_infinite_p_differentiates_abs_by_its_sign():
 def test_eager_agrees_with_jit_on_nonfinite_inputs():
     rng = np.random.default_rng(0)
     x = _plant(jnp.asarray(rng.standard_normal((1, 2, 6, 6)), jnp.float32), rng, 4)
-    ops = [
+    ops = [  # one per backward path: stride phases, the read mask, the adaptive gather
         partial(jaxconv.max_pool, window=3, stride=2, padding=1),
-        partial(jaxconv.avg_pool, window=3, stride=2, padding=1),
         partial(jaxconv.lp_pool, p=2.0, window=4, stride=4),
         partial(jaxconv.adaptive_max_pool, output_size=4),
-        partial(jaxconv.adaptive_avg_pool, output_size=4),
     ]
     for op in ops:
         dy = _plant(jnp.ones(jax.eval_shape(op, x).shape), rng, 1)
