@@ -202,7 +202,7 @@ def _ungrouped(a: jax.Array) -> jax.Array:
 
 def _magnitude(a: jax.Array, dtype: str) -> tuple[jax.Array, jax.Array]:
     """``(finite, scale)`` of ``a``: whether every entry is finite, and the power of two at or
-    above ``max|a|`` (1 for an all-zero or non-finite ``a``), from one reduction.
+    above ``max|a|`` (1 for an all-zero or non-finite ``a``).
 
     Dividing by a power of two is exact, so transforming ``a / scale`` (entries at most 1)
     and multiplying the result back rounds exactly as the unscaled transform would -- except
@@ -210,7 +210,8 @@ def _magnitude(a: jax.Array, dtype: str) -> tuple[jax.Array, jax.Array]:
     would not. The scale is a constant of the function (it cancels), hence stop_gradient.
     """
     m = (jnp.max(jnp.abs(a)) if a.size else jnp.zeros((), a.dtype)).astype(dtype)
-    finite = jnp.isfinite(m)
+    # The max alone can miss a NaN (XLA's CPU max reduction drops them on large arrays).
+    finite = all_finite(a) & jnp.isfinite(m)
     _, exponent = jnp.frexp(m)
     scale = jnp.where(finite & (m > 0), jnp.ldexp(jnp.ones((), m.dtype), exponent), 1)
     return finite, lax.stop_gradient(scale)
