@@ -118,7 +118,9 @@ CALIBRATION: dict[str, dict[str, float]] = {
         "c0": 256.0,  # Cg*Og at which the grouped rate reaches the dense rate
         "min_rate": 0.5e9,  # depthwise: XLA CPU's grouped convolution
         "rank3": 0.1,  # 3-D convolutions run at a tenth of the 2-D rate
-        "bw": 1e9,
+        # Few-channel convolutions (a network's 3-channel stem) are where the bytes term
+        # matters; fitted there: 3 -> 16/32 channels, 3x3 on 32x32x32, fwd+bwd 11-13 ms.
+        "bw": 10e9,
         "fixed": 50e-6,
         "group_cost": 5.6e-6,  # per group and output position, non-depthwise groups
     },
