@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -21,42 +22,55 @@ import numpy as np
 from jax import lax
 
 from ._geometry import AdaptiveGeometry, PoolGeometry, adaptive_inverse, offset_phase, phase_length
-from ._windows import pad_axes, window_axes, window_offsets
+from ._windows import merge_windows, pad_axes, window_axes, window_offsets
 
 __all__ = [
     "crop_padding",
     "materialized",
     "place_by_phase",
     "spread_blocks",
+    "tile_winners",
     "transpose_adaptive_gather",
     "winner_blocks",
 ]
 
+T = TypeVar("T", jax.Array, tuple[jax.Array, ...])
 
-def materialized(a: jax.Array) -> jax.Array:
+
+def materialized(values: T) -> T:
     """Identity that XLA computes once and stores (a residual for the backward).
 
     Fused into the backward, the forward's argmax (or window-sum) chain would be recomputed
     for every window offset that reads it -- 5-10x slower on CPU -- and XLA's CPU pipeline
     drops ``lax.optimization_barrier`` before fusion. A conditional's operands are always
-    materialised: on the CPU the codes pass through one whose branches are both the
+    materialised: on the CPU the values pass through one whose branches are both the
     identity, so its data-dependent predicate (which XLA cannot fold away) does not matter;
     under ``vmap`` it becomes a cheap select. Elsewhere (GPU, TPU), where the barrier holds
     and a conditional would cost a device-to-host sync, the barrier is used.
+
+    ``values`` is an array or a tuple of arrays (a max pool's output and winner codes): each
+    is stored once, and a backward that reads any of them (the gradient of ``sum(y**2)``
+    reads ``y``) never recomputes its chain.
 
     The predicate reads the first entry as a one-element slice: under a spatial sharding
     XLA fetches that one entry, where ``a.reshape(-1)[0]`` (flattening a sharded axis into
     the others) made it all-gather the whole residual onto every device.
     """
-    if a.size == 0:
-        return a
+    leaves = jax.tree.leaves(values)
+    if not leaves or any(leaf.size == 0 for leaf in leaves):
+        return values
 
-    def on_cpu(v: jax.Array) -> jax.Array:
-        first = lax.slice(v, (0,) * v.ndim, (1,) * v.ndim).reshape(())
-        pred = first > jnp.zeros((), v.dtype)
-        return lax.cond(pred, lambda w: w, lambda w: w * jnp.ones((), w.dtype), v)
+    def on_cpu(v: T) -> T:
+        head = jax.tree.leaves(v)[0]
+        first = lax.slice(head, (0,) * head.ndim, (1,) * head.ndim).reshape(())
+        pred = first > jnp.zeros((), head.dtype)
 
-    return lax.platform_dependent(a, cpu=on_cpu, default=lax.optimization_barrier)
+        def scaled(w: T) -> T:
+            return jax.tree.map(lambda leaf: leaf * jnp.ones((), leaf.dtype), w)
+
+        return lax.cond(pred, lambda w: w, scaled, v)
+
+    return lax.platform_dependent(values, cpu=on_cpu, default=lax.optimization_barrier)
 
 
 def crop_padding(dx_padded: jax.Array, geom: PoolGeometry) -> jax.Array:
@@ -202,6 +216,34 @@ def winner_blocks(
     return jnp.where(
         _with_window_axes(winner, spatial_axes) == grid, _with_window_axes(dy, spatial_axes), zero
     )
+
+
+def tile_winners(
+    dy: jax.Array, winner: jax.Array, window: Sequence[int], spatial_axes: Sequence[int]
+) -> jax.Array:
+    """``dX_pad[.., o_i*k_i + a_i, ..] = dY[o]`` where ``a`` is output ``o``'s winner, else 0:
+    tiling windows' gradient, laid out on the padded input.
+
+    Both ``dy`` and the codes are upsampled (each output repeated over its window, a
+    broadcast and a reshape that XLA folds into index arithmetic) and compared with each
+    position's own offset code, computed from iotas: one elementwise loop over the input
+    that reads ``dy`` and the codes once and writes ``dX`` once, in the input's layout. (The
+    same select built in the ``(.., o_i, k_i, ..)`` block layout and reshaped at the end
+    runs its innermost loop over the ``k``-long window axis, up to 2x slower on CPU; the
+    per-phase selects interleaved by stack + transpose fuse into a loop that XLA vectorises
+    poorly as soon as ``dy`` is computed in it, e.g. ``2*y`` for ``sum(y**2)``.)
+    """
+    full = list(dy.shape)
+    for axis, k in zip(spatial_axes, window, strict=True):
+        full[axis] *= k
+    code = jnp.zeros((), jnp.int32)
+    for axis, k in zip(spatial_axes, window, strict=True):
+        shape = [1] * dy.ndim
+        shape[axis] = full[axis]
+        code = code * k + lax.broadcasted_iota(jnp.int32, shape, axis) % k
+    up_code = merge_windows(spread_blocks(winner, window, spatial_axes), spatial_axes)
+    up_dy = merge_windows(spread_blocks(dy, window, spatial_axes), spatial_axes)
+    return jnp.where(up_code == code.astype(winner.dtype), up_dy, jnp.zeros((), dy.dtype))
 
 
 def transpose_adaptive_gather(g: jax.Array, geom: AdaptiveGeometry) -> jax.Array:

@@ -19,7 +19,7 @@ from jax.typing import ArrayLike
 
 from ._config import pool_geometry, static_bool
 from ._geometry import PoolGeometry, first_valid_offsets
-from ._vjp import crop_padding, materialized, place_by_phase, winner_blocks
+from ._vjp import crop_padding, materialized, place_by_phase, tile_winners, winner_blocks
 from ._windows import (
     as_blocks,
     max_and_winner,
@@ -167,9 +167,10 @@ def windowed_max(x: jax.Array, geom: PoolGeometry) -> tuple[jax.Array, jax.Array
 
 
 def _max_pool_fwd(x, geom):
-    y, winner = _max_pool_forward(x, geom)
-    # residual: only the winner's window code (uint8 for <= 256 offsets), not x and not y
-    winner = materialized(winner)
+    # residual: only the winner's window code (uint8 for <= 256 offsets), not x and not y.
+    # The max is stored with it: a backward that reads y (the gradient of sum(y**2), say)
+    # would otherwise have XLA recompute the max chain once per window offset.
+    y, winner = materialized(_max_pool_forward(x, geom))
     return (y, winner), winner
 
 
@@ -196,15 +197,17 @@ def max_pool_input_grad(dy: jax.Array, winner: jax.Array, geom: PoolGeometry) ->
     Returns:
       ``dL/dX`` with the input's shape and ``dy``'s dtype.
     """
+    if geom.non_overlapping and not any(geom.padding):
+        # Tiling windows from the input's first entry: each input position compares its own
+        # offset code with its window's winner. (With padding the tiles sit on the padded
+        # input and straddle the shards of an input split along that axis, which the SPMD
+        # partitioner gathers; the phases below are aligned with the input instead.)
+        return crop_padding(tile_winners(dy, winner, geom.window, geom.spatial_axes), geom)
     if as_blocks(geom):
-        # large tiling windows: one broadcast compare of the code against the window grid
+        # large padded tiling windows: one broadcast compare of the code against the grid
         blocks = winner_blocks(dy, winner, geom.window, geom.spatial_axes)
         return crop_padding(merge_windows(blocks, geom.spatial_axes), geom)
 
-    # Non-overlapping windows (s = k, d = 1) give one offset per stride phase and no shifts:
-    # the placement is then a one-hot select per offset interleaved by stack + reshape, the
-    # reshape path. (A broadcast compare over (.., o, k, ..) blocks is the same arithmetic
-    # but ~30% slower on CPU: its innermost loop runs over the 2-wide window axis.)
     zero = jnp.zeros((), dy.dtype)
 
     def term(code: int) -> jax.Array:
