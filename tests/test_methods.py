@@ -625,3 +625,119 @@ def test_auto_picks_matmul_for_pointwise_and_nothing_else():
     assert explain_method((32, 32, 32, 16), (1, 1, 16, 96), channels_last=True).method == "matmul"
     choice = explain_method((8, 64, 32, 32), (64, 64, 3, 3), padding=1)
     assert choice.costs["matmul"] is None and "pointwise" in str(choice)
+
+
+# ---------------------------------------------------------------------------------------
+# fft's non-finite guard (issue 8): one pass per operand gives both the finiteness that
+# picks the FFT or the direct rules and the power-of-two scale against overflow.
+
+
+@pytest.mark.parametrize("shape", [(7,), (8, 3, 64, 64), (8, 16, 64, 64)])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_finite_max_abs_catches_one_nonfinite_entry_anywhere(shape, bad):
+    """The sizes at which XLA's CPU max reduction drops NaNs (the benchmark's 31x31 input
+    among them), one bad entry at a time at random positions; jitted and eager."""
+    from jaxconv.convolution.methods.plan import finite_max_abs
+
+    rng = np.random.default_rng(math.prod(shape))
+    a = rng.standard_normal(shape).astype(np.float32)
+    checked = jax.jit(finite_max_abs)
+    for fn in (checked, finite_max_abs):
+        finite, peak = fn(a)
+        assert bool(finite) and float(peak) == np.abs(a).max()
+    for where in rng.choice(a.size, size=4, replace=False):
+        planted = a.copy()
+        planted.flat[where] = bad
+        for fn in (checked, finite_max_abs):
+            assert not bool(fn(planted)[0]), f"missed {bad} at {where}"
+
+
+def test_finite_max_abs_edge_cases_vmap_and_no_gradient():
+    from jaxconv.convolution.methods.plan import finite_max_abs
+
+    finite, peak = finite_max_abs(jnp.zeros((0, 3)))
+    assert bool(finite) and float(peak) == 0.0
+    half = jnp.asarray([[-3.5, 1.0], [0.25, -0.5]], jnp.bfloat16)
+    finite, peak = finite_max_abs(half)
+    assert bool(finite) and peak.dtype == jnp.bfloat16 and float(peak) == 3.5
+    batch = jnp.ones((3, 4, 5)).at[1, 2, 3].set(jnp.nan).at[2, 0, 0].set(-7.0)
+    finite, peak = jax.vmap(finite_max_abs)(batch)
+    np.testing.assert_array_equal(finite, [True, False, True])
+    assert float(peak[0]) == 1.0 and float(peak[2]) == 7.0
+    # A constant of the function: zero gradient, and second derivatives trace through it.
+    x = jnp.arange(-3.0, 3.0)
+    np.testing.assert_array_equal(jax.grad(lambda a: finite_max_abs(a)[1])(x), 0)
+    hess = jax.hessian(lambda a: finite_max_abs(a)[1] * jnp.sum(a**2))(x)
+    np.testing.assert_array_equal(hess, 2 * 3.0 * np.eye(6))
+
+
+@pytest.mark.parametrize(
+    ("value", "finite", "scale"),
+    [
+        (3e37, True, 2.0**125),  # 3e37 = 1.41 * 2**124
+        (1.0, True, 2.0),  # at or above: a power of two scales to the next one
+        (0.75, True, 1.0),
+        (1e-30, True, 2.0**-99),  # 1e-30 = 0.63 * 2**-99
+        (0.0, True, 1.0),
+        (np.nan, False, 1.0),
+        (-np.inf, False, 1.0),
+    ],
+)
+def test_fft_scale_is_the_power_of_two_at_or_above_max_abs(value, finite, scale):
+    from jaxconv.convolution.methods.fft import _magnitude
+
+    a = jnp.full((2, 3), 0.0, jnp.float32).at[1, 2].set(value)
+    got_finite, got_scale = jax.jit(_magnitude, static_argnums=1)(a, "float32")
+    assert bool(got_finite) == finite and float(got_scale) == scale
+
+
+def _full_reductions(jaxpr, shape) -> int:
+    """Reductions of an operand of ``shape`` in ``jaxpr`` and its sub-jaxprs (cond branches,
+    custom_vjp bodies)."""
+    from jax.extend.core import jaxprs_in_params
+
+    count = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name.startswith("reduce") and eqn.invars[0].aval.shape == shape:
+            count += 1
+        for sub in jaxprs_in_params(eqn.params):
+            count += _full_reductions(sub, shape)
+    return count
+
+
+def test_fft_guard_reads_each_operand_once():
+    """The guard's whole cost is one reduction over each of x, w and dY (issue 8 asks for
+    under 3% of the fft time; a max and a separate finiteness check read each twice)."""
+    x, w = jnp.ones((2, 3, 20, 20)), jnp.ones((4, 3, 7, 7))
+    y_shape = (2, 4, 7, 7)  # stride 2: no other array has x's or dY's shape
+
+    def output_and_grads(x, w, dy):
+        y, vjp = jax.vjp(lambda x, w: jaxconv.conv(x, w, stride=2, method="fft"), x, w)
+        return y, vjp(dy)
+
+    jaxpr = jax.make_jaxpr(output_and_grads)(x, w, jnp.ones(y_shape)).jaxpr
+    assert [_full_reductions(jaxpr, s) for s in (x.shape, w.shape, y_shape)] == [1, 1, 1]
+
+
+def test_guard_benchmark_baseline_is_fft_without_the_guard():
+    """``jaxconv bench``'s guard table times method="fft" against ``_unguarded_fft``; on
+    finite data the two must compute the same thing (the scaling is exact)."""
+    from jaxconv._bench import methods as bench
+
+    cases = bench.guard_cases(quick=True)
+    assert cases and all(
+        explain_method(c.x, c.w, c.stride, c.padding).method == "fft" for c in cases
+    )
+    case = cases[0]
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(case.x), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(case.w), jnp.float32)
+    plan = bench._fft_plan(case, x)
+    ct = jnp.asarray(rng.standard_normal((plan.geo.n, plan.geo.c_out, *plan.geo.out)))
+    ct = ct.astype(jnp.float32)
+    bare = bench._output_and_grads(bench._unguarded_fft(plan))(x, w, ct)
+    shipped = bench._output_and_grads(
+        lambda x, w: jaxconv.conv(x, w, padding=case.padding, method="fft")
+    )(x, w, ct)
+    for got, want in zip(jax.tree.leaves(bare), jax.tree.leaves(shipped), strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -49,7 +49,7 @@ from .direct import conv_forward
 from .plan import (
     Geometry,
     MethodPlan,
-    all_finite,
+    finite_max_abs,
     plain_conv_reason,
     w_from_cf,
     w_to_cf,
@@ -202,19 +202,18 @@ def _ungrouped(a: jax.Array) -> jax.Array:
 
 def _magnitude(a: jax.Array, dtype: str) -> tuple[jax.Array, jax.Array]:
     """``(finite, scale)`` of ``a``: whether every entry is finite, and the power of two at or
-    above ``max|a|`` (1 for an all-zero or non-finite ``a``).
+    above ``max|a|`` (1 for an all-zero or non-finite ``a``); one pass over ``a``.
 
     Dividing by a power of two is exact, so transforming ``a / scale`` (entries at most 1)
     and multiplying the result back rounds exactly as the unscaled transform would -- except
     that sums of large entries can no longer overflow inside the FFT where the direct sum
-    would not. The scale is a constant of the function (it cancels), hence stop_gradient.
+    would not. The scale is a constant of the function (it cancels), hence no gradient.
     """
-    m = (jnp.max(jnp.abs(a)) if a.size else jnp.zeros((), a.dtype)).astype(dtype)
-    # The max alone can miss a NaN (XLA's CPU max reduction drops them on large arrays).
-    finite = all_finite(a) & jnp.isfinite(m)
+    finite, peak = finite_max_abs(a)
+    m = peak.astype(dtype)
     _, exponent = jnp.frexp(m)
     scale = jnp.where(finite & (m > 0), jnp.ldexp(jnp.ones((), m.dtype), exponent), 1)
-    return finite, lax.stop_gradient(scale)
+    return finite, scale
 
 
 def _forward(x, w, b, plan: FftPlan, sx, sw):
@@ -273,10 +272,9 @@ def _fft_conv_fwd(x, w, b, plan):
     return y, (x_hat, k_hat, sx, sw, finite, x, w, b is not None)
 
 
-def _fft_grads(plan: FftPlan, x_hat, k_hat, sx, sw, dy):
+def _fft_grads(plan: FftPlan, x_hat, k_hat, sx, sw, dy, sdy):
     """dL/dX and dL/dW in the frequency domain (module doc), from the scaled spectra."""
     g, cfg = plan.geo, plan.cfg
-    _, sdy = _magnitude(dy, plan.compute)
     dy_cf = x_to_cf(dy, cfg).astype(plan.compute) / sdy
     # Adjoint of "keep every S-th cell of the F grid": zero-insert dY onto the grid.
     pads = [(0, 0, 0), (0, 0, 0)] + [
@@ -300,13 +298,15 @@ def _fft_conv_bwd(plan, res, dy):
     x_hat, k_hat, sx, sw, finite, x, w, has_bias = res
     cfg = plan.cfg
 
+    dy_ok, sdy = _magnitude(dy, plan.compute)
+
     def fft_branch(dy):
-        return _fft_grads(plan, x_hat, k_hat, sx, sw, dy)
+        return _fft_grads(plan, x_hat, k_hat, sx, sw, dy, sdy)
 
     def direct_branch(dy):  # a NaN/inf in x, w or dY stays where the direct rules put it
         return input_grad(dy, w, x.shape, cfg), weight_grad(x, dy, w.shape, cfg)
 
-    dx, dw = lax.cond(finite & all_finite(dy), fft_branch, direct_branch, dy)
+    dx, dw = lax.cond(finite & dy_ok, fft_branch, direct_branch, dy)
     db = bias_grad(dy, cfg, x.dtype) if has_bias else None
     return dx, dw, db
 

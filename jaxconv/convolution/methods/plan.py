@@ -25,6 +25,7 @@ __all__ = [
     "Geometry",
     "MethodPlan",
     "all_finite",
+    "finite_max_abs",
     "geometry",
     "plain_conv_reason",
     "w_from_cf",
@@ -183,6 +184,26 @@ def all_finite(*arrays: jax.Array) -> jax.Array:
         if a.size:
             ok = ok & jnp.all(jnp.isfinite(a))
     return ok
+
+
+def finite_max_abs(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(all_finite(a), max|a|)`` in one pass over ``a``, as constants (no gradient).
+
+    One variadic reduction carries both: the finiteness is a boolean ``and``, so it does not
+    depend on how the maximum treats NaNs (see :func:`all_finite`), and ``max|a|`` is only
+    meaningful when it is true. Half the memory traffic of a max and a separate check.
+    """
+    a = lax.stop_gradient(a)
+    mag = jnp.abs(a)
+    if not a.size:
+        return jnp.array(True), jnp.zeros((), mag.dtype)
+    peak, finite = lax.reduce(
+        (mag, jnp.isfinite(a)),
+        (np.zeros((), mag.dtype), np.True_),
+        lambda p, q: (lax.max(p[0], q[0]), lax.bitwise_and(p[1], q[1])),
+        tuple(range(a.ndim)),
+    )
+    return finite, peak
 
 
 def plain_conv_reason(g: Geometry) -> str | None:
