@@ -13,14 +13,23 @@ and whether ``auto`` is within 5% of the best single method.
 
 Goals (issue 4, on a 2-core CPU): 31x31 >= 8x faster than lax, 13x13 >= 2x, depthwise
 >= 10x and faster than PyTorch CPU; ``auto`` within 5% of the best method everywhere.
+
+:func:`guard` (``python benchmarks/bench_methods.py --guard``) is a second, separate table:
+the cost of ``method="fft"``'s non-finite guard on the cases above where ``auto`` picks fft
+(issue 8: under 3% of the fft time). It is the one place here that reaches into jaxconv's
+internals, because its baseline -- the same FFT code with no finiteness check, no
+``lax.cond`` and no overflow scaling -- is not something jaxconv offers.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
@@ -30,6 +39,9 @@ from jax import lax
 
 import jaxconv
 
+from ..convolution._config import conv_config
+from ..convolution.methods import fft
+from ..convolution.methods.plan import MethodPlan, geometry
 from . import timing
 from .suite import Options, Progress, Table, select_device, torch_for
 
@@ -327,5 +339,211 @@ def run(options: Options, progress: Progress) -> list[Table]:
             ],
             passed=passed if judged else None,
             data={"repeats": repeats, "methods": methods, "results": results},
+        )
+    ]
+
+
+# --------------------------------------------------------------------------- the fft guard
+
+GUARD_GOAL = 0.03  # issue 8: the non-finite guard costs under 3% of the fft time
+
+
+def guard_cases(quick: bool) -> list[Case]:
+    """The cases of :func:`cases` on which ``auto`` picks fft (on the default backend)."""
+    return [
+        c
+        for c in cases(quick)
+        if jaxconv.explain_method(c.x, c.w, c.stride, c.padding, 1, c.groups).method == "fft"
+    ]
+
+
+def _fft_plan(case: Case, x: jax.Array) -> fft.FftPlan:
+    """The plan ``jaxconv.conv(..., method="fft")`` builds for ``case``."""
+    cfg, _ = conv_config(
+        case.x,
+        case.w,
+        stride=case.stride,
+        padding=case.padding,
+        dilation=1,
+        groups=case.groups,
+        flip=False,
+        channels_last=False,
+        method="fft",
+    )
+    return fft.FftPlan.of(MethodPlan.build(x, None, cfg, geometry(case.x, case.w, cfg)))
+
+
+def _unguarded_fft(plan: fft.FftPlan) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """fft's own forward and frequency-domain gradients with no finiteness check, no
+    ``lax.cond`` and no overflow scaling (scales of 1, which XLA folds away): the baseline
+    the guard's cost is measured against."""
+
+    @jax.custom_vjp
+    def conv(x, w):
+        return fft._forward(x, w, None, plan, 1.0, 1.0)[0]
+
+    def conv_fwd(x, w):
+        y, x_hat, k_hat = fft._forward(x, w, None, plan, 1.0, 1.0)
+        return y, (x_hat, k_hat)
+
+    def conv_bwd(res, dy):
+        x_hat, k_hat = res
+        return fft._fft_grads(plan, x_hat, k_hat, 1.0, 1.0, dy, 1.0)
+
+    conv.defvjp(conv_fwd, conv_bwd)
+    return conv
+
+
+def _output_and_grads(conv: Callable[[jax.Array, jax.Array], jax.Array]) -> Any:
+    """Jitted ``(x, w, ct) -> ((dx, dw), y)``: the gradient of ``sum(y * ct)``, returning
+    ``y`` too so that the forward is not dead code."""
+
+    def loss(x, w, ct):
+        y = conv(x, w)
+        return jnp.sum(y * ct), y
+
+    return jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))
+
+
+def _quartiles(xs: list[float]) -> tuple[float, float, float]:
+    if len(xs) < 2:  # --repeats 1
+        return xs[0], xs[0], xs[0]
+    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def _cpu_clocked(fn: Callable[[], Any], log: list[float]) -> Callable[[], Any]:
+    """``fn``, appending each call's process CPU time (all threads) to ``log``."""
+
+    def run() -> Any:
+        t0 = time.process_time()
+        out = fn()
+        log.append(time.process_time() - t0)
+        return out
+
+    return run
+
+
+def guard(options: Options, progress: Progress) -> list[Table]:
+    """Time fwd+bwd of the shipped ``method="fft"`` against :func:`_unguarded_fft`.
+
+    Per case, three contenders round-robin in one process: ``guarded`` (``jaxconv.conv`` with
+    ``method="fft"``), ``unguarded``, and ``checks`` (the guard's reductions alone: the
+    finiteness and scale of ``x``, ``w`` and ``dY``), ``repeats`` rounds (default 21; 3
+    when quick). The overhead is the median over rounds of ``guarded / unguarded - 1`` (each
+    round times both back to back, so a burst of machine load lands on both), with its
+    quartiles, and again from the process's CPU time, which is less sensitive to other
+    processes on a shared machine; ``checks %`` is the reductions' share of the unguarded
+    time. The load average is noted before and after: on a loaded machine the spread is wide.
+    """
+    device = select_device(options.device)
+    repeats = options.repeats or (3 if options.quick else 21)
+    todo = guard_cases(options.quick)
+    rng = np.random.default_rng(0)
+    rows: list[list[Any]] = []
+    results = []
+    failures = []
+    load = [os.getloadavg()[0]]
+    progress.start(len(todo), "fft guard")
+    with jax.default_device(device):
+        for case in todo:
+            x = jnp.asarray(rng.standard_normal(case.x, dtype=np.float32))
+            w = jnp.asarray(
+                rng.standard_normal(case.w, dtype=np.float32) / np.sqrt(np.prod(case.w[1:]))
+            )
+            plan = _fft_plan(case, x)
+            y_shape = (plan.geo.n, plan.geo.c_out, *plan.geo.out)
+            ct = jnp.asarray(rng.standard_normal(y_shape, dtype=np.float32))
+            guarded = _output_and_grads(
+                partial(
+                    jaxconv.conv,
+                    stride=case.stride,
+                    padding=case.padding,
+                    groups=case.groups,
+                    method="fft",
+                )
+            )
+            bare = _output_and_grads(_unguarded_fft(plan))
+            checks = jax.jit(
+                lambda x, w, ct, p=plan: [fft._magnitude(a, p.compute) for a in (x, w, ct)]
+            )
+            fns = {
+                "unguarded": timing.blocking(bare, (x, w, ct)),
+                "guarded": timing.blocking(guarded, (x, w, ct)),
+                "checks": timing.blocking(checks, (x, w, ct)),
+            }
+            err = max(
+                timing.rel_err(a, b)
+                for a, b in zip(
+                    jax.tree.leaves(fns["guarded"]()),
+                    jax.tree.leaves(fns["unguarded"]()),
+                    strict=True,
+                )
+            )
+            if not err <= 1e-6:  # the same FFT code: only the exact power-of-two scaling differs
+                failures.append(f"{case.name} (guarded and unguarded differ by {err:.1e})")
+            cpu: dict[str, list[float]] = {name: [] for name in fns}
+            clocked = {name: _cpu_clocked(fn, cpu[name]) for name, fn in fns.items()}
+            samples = timing.time_round_robin(clocked, repeats=repeats, warmup=1, min_sample_s=0.05)
+            g, u, c = samples["guarded"], samples["unguarded"], samples["checks"]
+            q1, overhead, q3 = _quartiles([a / b - 1 for a, b in zip(g, u, strict=True)])
+            med_u = statistics.median(u)
+            # The warm-up and calibration calls are the first two of each.
+            cpu_overhead = statistics.median(cpu["guarded"][2:]) / statistics.median(
+                cpu["unguarded"][2:]
+            )
+            if not overhead < GUARD_GOAL:
+                failures.append(f"{case.name} ({100 * overhead:+.1f}%)")
+            rows.append(
+                [
+                    case.name,
+                    1e3 * med_u,
+                    1e3 * statistics.median(g),
+                    100 * overhead,
+                    f"[{100 * q1:+.1f}, {100 * q3:+.1f}]",
+                    100 * (cpu_overhead - 1),
+                    1e3 * statistics.median(c),
+                    100 * statistics.median(c) / med_u,
+                    err,
+                ]
+            )
+            results.append(
+                {
+                    "case": case.name,
+                    "samples_ms": {k: [1e3 * t for t in v] for k, v in samples.items()},
+                    "cpu_ms": {k: [1e3 * t for t in v[2:]] for k, v in cpu.items()},
+                }
+            )
+            progress.advance(f"fft guard: {case.name}")
+    load.append(os.getloadavg()[0])
+    verdict = f"goal (< {100 * GUARD_GOAL:g}% on every case): " + (
+        "met" if not failures else "not met: " + ", ".join(failures)
+    )
+    return [
+        Table(
+            title="methods: cost of fft's non-finite guard (fwd+bwd, guarded vs unguarded)",
+            columns=[
+                "case",
+                "unguarded ms",
+                "guarded ms",
+                "overhead %",
+                "quartiles %",
+                "cpu overhead %",
+                "checks ms",
+                "checks %",
+                "max err",
+            ],
+            rows=rows,
+            notes=[
+                f"float32, {repeats} round-robin rounds; overhead: median over rounds of "
+                "guarded/unguarded - 1 (wall time); cpu overhead: the same from the process's "
+                "CPU time per call (ratio of medians), which other processes' load disturbs "
+                "less; checks: the guard's reductions alone",
+                f"load average (1 min) {load[0]:.1f} before, {load[1]:.1f} after, "
+                f"on {os.cpu_count()} CPUs",
+                verdict + (" [quick: tiny shapes, timings meaningless]" if options.quick else ""),
+            ],
+            passed=None if options.quick else not failures,
+            data={"repeats": repeats, "load": load, "results": results},
         )
     ]
