@@ -5,12 +5,16 @@
 Run by ``tests/test_sharding.py`` in a fresh process: XLA reads
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` once, when jax starts, so this script
 sets it before importing jax. For each case it compiles ``jax.grad`` of a small loss with
-``in_shardings`` (the input split along the batch axis, ``PartitionSpec("d")``, or along H,
-``PartitionSpec(None, None, "d", None)``; weights replicated) and prints one JSON object:
-for each case, the largest relative difference from the same gradient computed unsharded,
-every all-gather in the compiled HLO (a sharded op that gathers a whole activation, residual
-or gradient onto every device defeats the sharding), and the error if it did not run.
-Cases named ``lax:<op>`` are the same losses written with ``lax`` ops: the bar.
+``in_shardings`` (the input split along the batch axis, ``PartitionSpec("d")``, or along one
+spatial axis: H, ``PartitionSpec(None, None, "d", None)``, unless the case names another;
+weights replicated) and prints one JSON object: for each case, the largest relative
+difference from the same gradient computed unsharded, every all-gather in the compiled HLO
+(a sharded op that gathers a whole activation, residual or gradient onto every device
+defeats the sharding), and the error if it did not run.
+
+Cases named after a public op hold one configuration each; cases named ``lax:<op>`` are the
+same losses written with ``lax`` ops: the bar. ``POOL_CASES`` are the geometries the pools
+take different paths for, each on its own input and split axis.
 """
 
 # ruff: noqa: E402  (jax is imported after XLA_FLAGS is set)
@@ -22,14 +26,16 @@ import re
 import sys
 
 N_DEVICES = 4
-if "jax" not in sys.modules:
+if "jax" not in sys.modules:  # run as a script; imported by the tests, it leaves jax alone
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={N_DEVICES}"
     ).strip()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import json
+import math
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -41,13 +47,16 @@ from jax.sharding import PartitionSpec as P
 
 import jaxconv
 
-X_SHAPE = (8, 3, 64, 64)  # (N, C, H, W): 2 images or 16 rows per device
-SPECS = {"batch": P("d"), "spatial": P(None, None, "d", None)}
+NCHW = (8, 3, 64, 64)  # (N, C, H, W): 2 images or 16 rows per device
+NHWC = (8, 64, 64, 3)
+SHARDINGS = ("batch", "spatial")
 
 
 class Case(NamedTuple):
     op: Callable  # (x, *weights) -> y
     weight_shapes: tuple[tuple[int, ...], ...] = ()
+    shape: tuple[int, ...] = NCHW  # of x
+    axis: int = 2  # the spatial axis split in the "spatial" run
 
 
 def _window(x, init, reducer, k):
@@ -68,10 +77,65 @@ def _model(op_conv, op_max, op_avg):
     return model
 
 
+def _unpool(x):
+    y, idx = jaxconv.max_pool(x, 2, return_indices=True)
+    return jaxconv.max_unpool(y, idx, x.shape[2:])
+
+
+_POOL_W = np.random.default_rng(1).standard_normal((8, 3, 3, 3), np.float32)
+
+
+def _conv_relu_max_avg(x):
+    """The issue's model: its max-pool residual (u8[2,8,64,32] for 2 images) was gathered."""
+    h = jax.nn.relu(jaxconv.conv(x, jnp.asarray(_POOL_W), padding=1, method="direct"))
+    return jaxconv.avg_pool(jaxconv.max_pool(h, 2), 2)
+
+
+def _positive(op: Callable) -> Callable:
+    """``op`` on ``|x| + 1/2``: a real ``x^p`` for every ``p``."""
+    return lambda x: op(jnp.abs(x) + 0.5)
+
+
 W = (8, 3, 3, 3)  # (C_out, C_in, kH, kW)
 DEPTHWISE = (3, 1, 3, 3)
 POINTWISE = (8, 3, 1, 1)
 TRANSPOSE = (3, 8, 3, 3)  # (C_in, C_out, kH, kW), PyTorch's layout
+
+# The geometries the pools take different paths for: overlapping, padded, dilated and
+# ceil_mode windows (stride phases), large tiling windows and global pooling (blocks),
+# adaptive windows that do not tile (a static gather), p = +-inf, channels-last, 1-D and
+# 3-D, split along H, W or D; and max_unpool, which writes where its indices say.
+POOL_CASES: dict[str, Case] = {
+    "max 3/2/1": Case(partial(jaxconv.max_pool, window=3, stride=2, padding=1)),
+    "max 3/2 ceil, along W": Case(
+        partial(jaxconv.max_pool, window=3, stride=2, ceil_mode=True), axis=3
+    ),
+    "max 2/1 dilated": Case(partial(jaxconv.max_pool, window=2, stride=1, dilation=2)),
+    "max 8 (blocks)": Case(partial(jaxconv.max_pool, window=8)),
+    "max 3/2/1 NHWC": Case(
+        partial(jaxconv.max_pool, window=3, stride=2, padding=1, channels_last=True),
+        shape=NHWC,
+        axis=1,
+    ),
+    "max 3/2/1 1-D": Case(
+        partial(jaxconv.max_pool, window=3, stride=2, padding=1), shape=(8, 3, 64)
+    ),
+    "max 2/2/1 3-D": Case(
+        partial(jaxconv.max_pool, window=2, stride=2, padding=1), shape=(4, 2, 16, 16, 16)
+    ),
+    "avg 3/2/1": Case(
+        partial(jaxconv.avg_pool, window=3, stride=2, padding=1, count_include_pad=False)
+    ),
+    "lp 3 3/2": Case(_positive(partial(jaxconv.lp_pool, p=3.0, window=3, stride=2))),
+    "lp inf 2": Case(partial(jaxconv.lp_pool, p=math.inf, window=2)),
+    "adaptive max 1 (global), along W": Case(
+        partial(jaxconv.adaptive_max_pool, output_size=1), axis=3
+    ),
+    "adaptive max 7": Case(partial(jaxconv.adaptive_max_pool, output_size=7)),
+    "adaptive avg 7": Case(partial(jaxconv.adaptive_avg_pool, output_size=7)),
+    "conv, max 2, avg 2": Case(_conv_relu_max_avg, shape=(4, 3, 128, 64)),
+    "unpool": Case(_unpool),
+}
 
 CASES: dict[str, Case] = {
     "conv-direct": Case(lambda x, w: jaxconv.conv(x, w, padding=1, method="direct"), (W,)),
@@ -129,6 +193,7 @@ CASES: dict[str, Case] = {
         ),
         (W, (8,), (8, 8, 3, 3)),
     ),
+    **POOL_CASES,
 }
 
 # `%all-gather.3 = f32[8,3,70,70]{3,2,1,0} all-gather(f32[2,3,70,70]{3,2,1,0} %p), ...`
@@ -145,7 +210,7 @@ def all_gathers(hlo: str) -> list[str]:
 def run_case(name: str, sharding: str, mesh: Mesh) -> dict:
     case = CASES[name]
     rng = np.random.default_rng(0)
-    arrays = [rng.standard_normal(X_SHAPE, np.float32)]  # distinct values: no max-pool ties
+    arrays = [rng.standard_normal(case.shape, np.float32)]  # distinct values: no max-pool ties
     arrays += [rng.standard_normal(s, np.float32) for s in case.weight_shapes]
 
     def loss(*arrays):
@@ -153,9 +218,9 @@ def run_case(name: str, sharding: str, mesh: Mesh) -> dict:
 
     argnums = tuple(range(len(arrays)))
     grad = jax.grad(loss, argnums)
-    shardings = (NamedSharding(mesh, SPECS[sharding]),) + (NamedSharding(mesh, P()),) * (
-        len(arrays) - 1
-    )
+    spec: list[str | None] = [None] * len(case.shape)
+    spec[0 if sharding == "batch" else case.axis] = "d"
+    shardings = (NamedSharding(mesh, P(*spec)),) + (NamedSharding(mesh, P()),) * (len(arrays) - 1)
     result: dict = {"case": name, "sharding": sharding}
     try:
         expected = [np.asarray(g) for g in jax.jit(grad)(*arrays)]
@@ -178,8 +243,8 @@ def run_case(name: str, sharding: str, mesh: Mesh) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in SPECS:
-        print(f"usage: sharding_cases.py {{{','.join(SPECS)}}} [CASE ...]", file=sys.stderr)
+    if not argv or argv[0] not in SHARDINGS:
+        print(f"usage: sharding_cases.py {{{','.join(SHARDINGS)}}} [CASE ...]", file=sys.stderr)
         return 2
     sharding, names = argv[0], argv[1:] or list(CASES)
     unknown = sorted(set(names) - set(CASES))

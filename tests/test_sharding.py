@@ -1,24 +1,38 @@
-"""Every public op, sharded over 4 host devices: the same gradient, and no all-gather.
+"""Every public op and every pool geometry, sharded over 4 host devices: the same gradient,
+and no all-gather.
 
 ``tests/sharding_cases.py`` runs in a fresh process per sharding (XLA reads
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` once, when jax starts, and this process
-has started it already), compiling every case there. For each op it jits ``jax.grad`` of a
-small loss with ``x`` of shape ``(8, 3, 64, 64)`` split along the batch
-(``PartitionSpec("d")``) or along H (``PartitionSpec(None, None, "d", None)``) and checks
+has started it already), compiling every case there. For each case it jits ``jax.grad`` of a
+small loss with ``x`` split along the batch (``PartitionSpec("d")``) or along a spatial axis
+(H: ``PartitionSpec(None, None, "d", None)``) and checks
 
 (a) the gradient equals the unsharded one, to float32 rounding;
-(b) the compiled HLO holds no all-gather at all. lax's own ops meet this bar: convolution,
-    depthwise convolution and every pool written with ``lax`` exchange halos only
-    (collective-permutes) -- run ``python tests/sharding_cases.py spatial lax:max_pool``
-    etc. to see. (``lax.conv_transpose`` along H gathers; jaxconv's does not.)
+(b) the compiled HLO holds no all-gather at all: XLA's SPMD partitioner then exchanges halos
+    (collective-permutes) and all-reduces, and never copies a whole activation, residual or
+    gradient onto every device. lax's own ops meet this bar: convolution, depthwise
+    convolution and every pool written with ``lax`` exchange halos only -- run
+    ``python tests/sharding_cases.py spatial lax:max_pool`` etc. to see.
+    (``lax.conv_transpose`` along H gathers; jaxconv's does not.)
 
-A data-parallel test checks that a conv + pool model's parameter gradients with the batch
-sharded equal the single-device ones.
+Conv: one configuration per public op, ``x`` of shape ``(8, 3, 64, 64)``, and a data-parallel
+check that a conv + pool model's parameter gradients with the batch sharded equal the
+single-device ones.
+
+Pool: the geometries the pools take different paths for -- overlapping, padded, dilated and
+``ceil_mode`` windows (stride phases), large tiling windows and global pooling (blocks),
+adaptive windows that do not tile (a static gather), ``p = +-inf``, channels-last, 1-D and
+3-D -- with the input split along the batch, along H or W, or along D of a volume.
+``max_unpool`` writes each value where its index says -- data, not geometry -- so along a
+sharded spatial axis some values must travel: the compiled program may gather the pooled
+values and indices (a quarter of the output for 2x2 windows), never the unpooled output
+or its gradient. Along the batch it gathers nothing.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -27,6 +41,12 @@ from pathlib import Path
 import pytest
 
 HELPER = Path(__file__).with_name("sharding_cases.py")
+sys.path.insert(0, str(HELPER.parent))
+try:
+    from sharding_cases import NCHW, POOL_CASES, SHARDINGS, all_gathers
+finally:
+    sys.path.remove(str(HELPER.parent))
+
 OPS = [
     "conv-direct",
     "conv-fft",
@@ -41,7 +61,6 @@ OPS = [
     "conv_transpose",
     "conv_general_dilated",
 ]
-SHARDINGS = ["batch", "spatial"]
 RTOL = 1e-5  # measured: <= 3.3e-6 (shift), <= 2.6e-7 for the others
 
 # Failing today (jax 0.10.2, 4 CPU host devices) and therefore NOT run; move a case into the
@@ -71,10 +90,15 @@ def _run_helper(sharding: str, cases: list[str]) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def results() -> dict[tuple[str, str], dict]:
-    """Every tested case, plus the data-parallel model, compiled in one process per sharding
-    (the two run side by side)."""
+    """Every tested case, plus the data-parallel model and the pool geometries, compiled in
+    one process per sharding (the two run side by side)."""
     runs = {
-        s: _run_helper(s, [op for op, t in TESTED if t == s] + (["model"] if s == "batch" else []))
+        s: _run_helper(
+            s,
+            [op for op, t in TESTED if t == s]
+            + (["model"] if s == "batch" else [])
+            + list(POOL_CASES),
+        )
         for s in SHARDINGS
     }
     out = {}
@@ -85,6 +109,9 @@ def results() -> dict[tuple[str, str], dict]:
             result = json.loads(line)
             out[result["case"], result["sharding"]] = result
     return out
+
+
+# --- conv
 
 
 def test_every_case_is_tested_or_known_failing():
@@ -125,11 +152,6 @@ def test_data_parallel_model_gradients_equal_single_device(results):
 
 
 def test_the_hlo_scan_finds_all_gathers():
-    sys.path.insert(0, str(HELPER.parent))
-    try:
-        from sharding_cases import all_gathers
-    finally:
-        sys.path.remove(str(HELPER.parent))
     hlo = """
       %all-gather.3 = f32[8,3,70,70]{3,2,1,0} all-gather(f32[2,3,70,70]{3,2,1,0} %p), dimensions={0}
       %ags = (u8[2,8,16,32]{3,2,1,0}, u8[2,8,64,32]{3,2,1,0}) all-gather-start(u8[2,8,16,32] %w)
@@ -139,3 +161,27 @@ def test_the_hlo_scan_finds_all_gathers():
         "all-gather f32[8,3,70,70]",
         "all-gather-start (u8[2,8,16,32], u8[2,8,64,32])",
     ]
+
+
+# --- pool
+
+
+@pytest.mark.parametrize("sharding", SHARDINGS)
+@pytest.mark.parametrize("name", [n for n in POOL_CASES if n != "unpool"])
+def test_sharded_pool_gradient_equals_unsharded_without_all_gather(name, sharding, results):
+    r = results[name, sharding]
+    assert "error" not in r, r["error"]
+    assert r["rel_err"] <= RTOL, r
+    assert r["all_gathers"] == [], f"{name} sharded along {sharding}: {r['all_gathers']}"
+
+
+def test_max_unpool_gathers_at_most_its_pooled_inputs(results):
+    batch, spatial = results["unpool", "batch"], results["unpool", "spatial"]
+    for r in (batch, spatial):
+        assert "error" not in r, r["error"]
+        assert r["rel_err"] <= RTOL, r
+    assert batch["all_gathers"] == []
+    pooled = math.prod(NCHW) // 4
+    for gather in spatial["all_gathers"]:  # e.g. "all-gather f32[8,3,1024]"
+        dims = gather.split("[")[1].split("]")[0].split(",")
+        assert math.prod(int(d) for d in dims) <= pooled, spatial["all_gathers"]
