@@ -10,14 +10,28 @@ Contenders:
   with ``os.cpu_count()`` threads when JAX runs on the CPU, on CUDA when JAX runs on a GPU
   and PyTorch has CUDA; otherwise ``n/a``.
 
-All float32, channels-first. Before timing, jaxconv's gradient (and PyTorch's) is checked
-against lax's; then the contenders are timed round-robin (:mod:`jaxconv._bench.timing`),
-medians of ``repeats`` samples (default 9; 2 when quick) of at least 50 ms each (no minimum
-when quick), after one untimed warm-up call each.
+Two more timings per case put jaxconv against the memory it must move:
+
+- ``jaxconv y**2``: ``d/dx sum(pool(x)**2)``, a loss that reads the pooled output, so the
+  backward's upstream gradient is computed from the forward's output;
+- ``copy``: the bytes an ideal fused forward+backward must touch, as one jitted elementwise
+  pass: ``copy(x, ct) = 2*x + up(ct)``, where ``up`` repeats each entry of ``ct`` ``stride``
+  times along each spatial axis and zero-pads (or crops) it to ``x``'s spatial size. It
+  reads ``x`` once and ``ct`` once and writes one ``x``-sized array: what a max pool's
+  forward+backward reads and writes, less its one-byte-per-output winner residual.
+
+``fwd+bwd/copy`` and ``y**2/copy`` are the two losses' times over the copy's (1: at the
+memory-bandwidth bound).
+
+All float32, channels-first. Before timing, jaxconv's gradients (and PyTorch's) are checked
+against lax's, in both loss forms; then the contenders are timed round-robin
+(:mod:`jaxconv._bench.timing`), medians of ``repeats`` samples (default 9; 2 when quick) of
+at least 50 ms each (no minimum when quick), after one untimed warm-up call each.
 
 Goals (issue 3), CPU float32: max pool 2x2/2 >= 5x faster than lax, 3x3/2 pad 1 >= 4x,
 3x3/1 pad 1 >= 3x, and faster than PyTorch in all three; average pooling at least as fast
-as lax.
+as lax. Issue 11: max pool 2x2/2's forward+backward within 2x of the copy, in both loss
+forms (``fwd+bwd/copy <= 2`` and ``y**2/copy <= 2``).
 """
 
 from __future__ import annotations
@@ -50,6 +64,7 @@ class Case:
     stride: int
     padding: int = 0
     goal: float = 1.0  # required lax/jaxconv speed-up
+    copy_goal: float | None = None  # largest fwd+bwd/copy allowed, both loss forms
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -65,41 +80,77 @@ def cases(quick: bool) -> list[Case]:
         if quick
         else [(32, 64, 64, 64), (32, 64, 56, 56), (16, 64, 32, 32)]
     )
-    geometry = [("2x2/2", 2, 2, 0, 5.0), ("3x3/2 p1", 3, 2, 1, 4.0), ("3x3/1 p1", 3, 1, 1, 3.0)]
+    geometry = [
+        ("2x2/2", 2, 2, 0, 5.0, 2.0),
+        ("3x3/2 p1", 3, 2, 1, 4.0, None),
+        ("3x3/1 p1", 3, 1, 1, 3.0, None),
+    ]
     out = []
     for op in ("max", "avg"):
-        for shape, (label, k, s, p, goal) in zip(shapes, geometry, strict=True):
+        for shape, (label, k, s, p, goal, copy_goal) in zip(shapes, geometry, strict=True):
             dims = "x".join(map(str, shape))
+            is_max = op == "max"
             out.append(
-                Case(f"{op} {label} {dims}", op, shape, k, s, p, goal if op == "max" else 1.0)
+                Case(
+                    f"{op} {label} {dims}",
+                    op,
+                    shape,
+                    k,
+                    s,
+                    p,
+                    goal if is_max else 1.0,
+                    copy_goal if is_max else None,
+                )
             )
     return out
 
 
-def _jaxconv_grad(case: Case) -> Any:
-    def loss(x, ct):
+def _jaxconv_pool(case: Case) -> Callable[[Any], Any]:
+    def pool(x):
         if case.op == "max":
-            y = jaxconv.max_pool(x, case.window, case.stride, case.padding)
-        else:
-            y = jaxconv.avg_pool(x, case.window, case.stride, case.padding)
-        return jnp.sum(y * ct)
+            return jaxconv.max_pool(x, case.window, case.stride, case.padding)
+        return jaxconv.avg_pool(x, case.window, case.stride, case.padding)
 
-    return jax.jit(jax.grad(loss))
+    return pool
 
 
-def _lax_grad(case: Case) -> Any:
+def _lax_pool(case: Case) -> Callable[[Any], Any]:
     dims = (1, 1, case.window, case.window)
     strides = (1, 1, case.stride, case.stride)
     pads = ((0, 0), (0, 0), (case.padding, case.padding), (case.padding, case.padding))
 
-    def loss(x, ct):
+    def pool(x):
         if case.op == "max":
-            y = lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)
-        else:  # PyTorch's default count_include_pad=True: divide by the full window
-            y = lax.reduce_window(x, 0.0, lax.add, dims, strides, pads) / case.window**2
-        return jnp.sum(y * ct)
+            return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)
+        # PyTorch's default count_include_pad=True: divide by the full window
+        return lax.reduce_window(x, 0.0, lax.add, dims, strides, pads) / case.window**2
 
-    return jax.jit(jax.grad(loss))
+    return pool
+
+
+def _grad(pool: Callable[[Any], Any]) -> Any:
+    """``d/dx sum(pool(x) * ct)``: a fixed upstream gradient."""
+    return jax.jit(jax.grad(lambda x, ct: jnp.sum(pool(x) * ct)))
+
+
+def _grad_squared(pool: Callable[[Any], Any]) -> Any:
+    """``d/dx sum(pool(x)**2)``: the upstream gradient is computed from the output."""
+    return jax.jit(jax.grad(lambda x: jnp.sum(pool(x) ** 2)))
+
+
+def _copy(case: Case) -> Any:
+    """The copy reference of the module docstring: ``2*x + up(ct)``, one fused pass."""
+
+    def copy(x, ct):
+        up = ct
+        for axis in (2, 3):
+            up = jnp.repeat(up, case.stride, axis=axis)
+            pad = [(0, 0, 0)] * up.ndim
+            pad[axis] = (0, x.shape[axis] - up.shape[axis], 0)
+            up = lax.pad(up, jnp.zeros((), up.dtype), pad)
+        return 2 * x + up
+
+    return jax.jit(copy)
 
 
 def _torch_grad(torch: Any, case: Case, x: np.ndarray, ct: np.ndarray, device: str):
@@ -125,12 +176,19 @@ def run_case(
     x = rng.standard_normal(case.x_shape, dtype=np.float32)  # continuous: no ties
     ct = rng.standard_normal(case.out_shape, dtype=np.float32)
     args = [jax.device_put(a, device) for a in (x, ct)]
-    grads = {"jaxconv": _jaxconv_grad(case), "lax": _lax_grad(case)}
+    grads = {"jaxconv": _grad(_jaxconv_pool(case)), "lax": _grad(_lax_pool(case))}
     fns: dict[str, Callable[[], Any]] = {
         name: timing.blocking(g, args) for name, g in grads.items()
     }
+    fns["jaxconv y**2"] = timing.blocking(_grad_squared(_jaxconv_pool(case)), args[:1])
     reference = np.asarray(fns["lax"]())
-    errors = {"jaxconv": timing.rel_err(fns["jaxconv"](), reference)}
+    errors = {
+        "jaxconv": timing.rel_err(fns["jaxconv"](), reference),
+        "jaxconv y**2": timing.rel_err(
+            fns["jaxconv y**2"](), _grad_squared(_lax_pool(case))(args[0])
+        ),
+    }
+    fns["copy"] = timing.blocking(_copy(case), args)
     torch, torch_device = torch_dev
     if torch is not None:
         fns["torch"], torch_g = _torch_grad(torch, case, x, ct, torch_device)
@@ -140,6 +198,10 @@ def run_case(
     return {
         "case": dataclasses.asdict(case),
         "ms": ms,
+        "over_copy": {
+            "fwd+bwd": ms["jaxconv"] / ms["copy"],
+            "y**2": ms["jaxconv y**2"] / ms["copy"],
+        },
         "samples_ms": {name: [1e3 * t for t in s] for name, s in samples.items()},
         "speedup_vs_lax": ms["lax"] / ms["jaxconv"],
         "speedup_vs_torch": ms["torch"] / ms["jaxconv"] if "torch" in ms else None,
@@ -176,6 +238,11 @@ def run(options: Options, progress: Progress) -> list[Table]:
                 f">= {r['case']['goal']:g}x",
                 r["speedup_vs_torch"],
                 max(r["max_rel_err_vs_lax"].values()),
+                ms["jaxconv y**2"],
+                ms["copy"],
+                r["over_copy"]["fwd+bwd"],
+                r["over_copy"]["y**2"],
+                "" if r["case"]["copy_goal"] is None else f"<= {r['case']['copy_goal']:g}x",
             ]
         )
         chart[f"{name}: lax/jaxconv"] = r["speedup_vs_lax"]
@@ -186,10 +253,14 @@ def run(options: Options, progress: Progress) -> list[Table]:
         vs_torch = r["speedup_vs_torch"]
         if r["case"]["op"] == "max" and vs_torch is not None and vs_torch < 1.0:
             missed.append(f"{name}: {vs_torch:.2f}x vs torch")
+        copy_goal = r["case"]["copy_goal"]
+        for form, ratio in r["over_copy"].items():
+            if copy_goal is not None and ratio > copy_goal:
+                missed.append(f"{name}: {form} {ratio:.2f}x the copy")
     wrong = [
         f"{r['case']['name']}: gradient differs from lax by {r['max_rel_err_vs_lax']}"
         for r in results
-        if not r["max_rel_err_vs_lax"]["jaxconv"] <= GRAD_TOLERANCE
+        if not max(r["max_rel_err_vs_lax"].values()) <= GRAD_TOLERANCE
     ]
     passed = not missed and not wrong
     verdict = ("PASS: every goal met" if passed else "FAIL: " + "; ".join(wrong + missed)) + (
@@ -207,6 +278,11 @@ def run(options: Options, progress: Progress) -> list[Table]:
                 "goal",
                 "torch/jaxconv",
                 "max err",
+                "y**2 ms",
+                "copy ms",
+                "fwd+bwd/copy",
+                "y**2/copy",
+                "copy goal",
             ],
             rows=rows,
             ratios=chart,
@@ -214,6 +290,8 @@ def run(options: Options, progress: Progress) -> list[Table]:
                 f"float32, median of {repeats} round-robin samples; torch: "
                 + (torch_dev[1] if torch_dev[0] is not None else f"n/a ({torch_dev[1]})"),
                 "x/jaxconv above 1: jaxconv is faster; goals are CPU goals",
+                "y**2: grad of sum(pool(x)**2); copy: 2*x + up(ct), the bytes fwd+bwd must "
+                "touch; x/copy at 1: memory-bandwidth bound",
                 verdict,
             ],
             passed=None if options.quick and not wrong else passed,
