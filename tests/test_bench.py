@@ -1,11 +1,15 @@
-"""``jaxconv bench`` (``jaxconv._bench``): the quick suite runs end to end and its outputs are
-right; bad arguments fail in one line before anything runs; the ``benchmarks/`` wrappers
+"""``jaxconv bench`` (``jaxconv._bench``): the quick suites run end to end and their outputs
+are right; bad arguments fail in one line before anything runs; the ``benchmarks/`` wrappers
 still work.
 
 These check that every contender computed what ``jax.grad`` of ``lax`` computes and that the
 tables, JSON and chart come out -- never how fast anything was (speed goals are judged by
-the benchmarks themselves, run on demand). The suites and the command are private modules,
-tested here by name.
+the benchmarks themselves, run on demand). The ``models`` suite (``_bench/models.py``) has a
+section of its own: its networks, and its quick run, which is also the correctness check
+the benchmark rests on: the same network code on jaxconv's ops and on lax's ops (and on
+PyTorch's, when installed) must give the same loss and the same gradient for every
+parameter, in both layouts. The suites and the command are private modules, tested here by
+name.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from types import ModuleType
 from typing import Any
 
 import jax
+import numpy as np
 import pytest
 
-from jaxconv._bench import cli, conv, methods, pool
-from jaxconv._bench.suite import torch_for
+from jaxconv._bench import cli, conv, methods, models, pool
+from jaxconv._bench import networks as nets
+from jaxconv._bench.suite import NullProgress, Options, torch_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -34,6 +40,12 @@ HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 HAS_TORCH = torch_for(jax.devices()[0].platform)[0] is not None
 # float32; GPUs may run float32 convolutions as TF32 (the suites allow the same).
 CONV_TOL = 2e-3 if jax.default_backend() == "cpu" else 2e-2
+# Models at smoke size: the contenders differ by float32 rounding only (~1e-6): no ReLU
+# kink flips in a batch of two; a wrong gradient is off by O(1).
+AGREE = 1e-4
+
+
+# --- conv, pool and methods suites: the quick run
 
 
 def _run(argv: list[str], main=cli.main) -> tuple[int, str, str]:
@@ -74,7 +86,7 @@ def quick(tmp_path_factory) -> dict[str, Any]:
     if HAS_MATPLOTLIB:
         argv += ["--plot", str(tmp / "q.png")]
     with pytest.MonkeyPatch.context() as mp:
-        # The models suite has tests of its own (tests/test_bench_models.py); running it here
+        # The models suite has tests of its own (its section below); running it here
         # too would double the suite's most expensive smoke run. That `quick` includes it is
         # checked below without running it.
         mp.setattr(cli, "SUITES", ("conv", "pool", "methods"))
@@ -207,7 +219,7 @@ def test_quick_shapes_keep_the_full_cases_structure():
         assert (m_small.groups == m_small.x[1]) == (m_big.groups == m_big.x[1])  # depthwise
 
 
-# --------------------------------------------------------------------------- bad arguments
+# --- bad arguments
 
 
 def _bad(argv: list[str], main=cli.main) -> str:
@@ -294,7 +306,7 @@ def test_help_lists_every_suite():
         assert option in out
 
 
-# --------------------------------------------------------------------------- wrappers
+# --- wrappers
 
 
 def _wrapper(suite: str) -> ModuleType:
@@ -324,3 +336,143 @@ def test_pool_wrapper_quick_run(tmp_path):
     assert table["title"].startswith("pool:")
     assert table["title"] in out
     assert all(len(r["samples_ms"]["jaxconv"]) == 1 for r in table["data"]["results"])
+
+
+def test_wrapper_script_rejects_unknown_network(capsys):
+    assert _wrapper("models").main(["--networks", "vgg"]) == 2
+    assert "unknown network or layout: ['vgg']" in capsys.readouterr().err
+
+
+# --- models suite
+
+
+@pytest.fixture(scope="module")
+def quick_tables():
+    with models.settings():  # every network, both layouts, the breakdown
+        return models.run(Options(quick=True, repeats=1), NullProgress())
+
+
+def _table(tables, title_part):
+    (table,) = [t for t in tables if title_part in t.title]
+    return table
+
+
+# --- models suite: networks
+
+
+@pytest.mark.parametrize(
+    ("key", "convs", "kinds"),
+    [
+        # stem + 6 blocks x (expand, depthwise, project) + the final 1x1
+        ("mobilenet", 20, {"stem", "1x1", "dw 3x3", "dw 3x3/2", "norm/act", "pool", "head"}),
+        # stem + 6 blocks x (7x7 depthwise, expand, project) + 2 downsampling convolutions
+        ("convnext", 21, {"stem", "dw 7x7", "1x1", "dense 2x2/2", "norm/act", "pool", "head"}),
+        # stem + 6 blocks x 2 + 2 shortcuts
+        ("resnet", 15, {"stem", "dense 3x3", "dense 3x3/2", "1x1", "norm/act", "pool", "head"}),
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_recorded_layers_by_hand(key, convs, kinds, channels_last):
+    spec = nets.Spec.full()
+    net = nets.network(key, spec)
+    params = nets.to_layout(net.init(0), channels_last)
+    x, _ = nets.inputs(spec, channels_last=channels_last)
+    calls = nets.record(net, nets.jaxconv_ops(channels_last), params, x)
+    assert sum(c.op == "conv" for c in calls) == convs
+    assert set(nets.kinds_in_order(calls, channels_last)) == kinds
+    first = calls[0]
+    assert first.op == "conv" and first.shapes[0] == x.shape
+
+
+def test_record_sees_the_mobilenet_shapes():
+    calls = nets.record(
+        net := nets.network("mobilenet"), nets.lax_ops(), net.init(0), nets.inputs(net.spec)[0]
+    )
+    convs = [c for c in calls if c.op == "conv"]
+    # the first block: 1x1 expand 16 -> 96 at 32x32, 3x3/2 depthwise, 1x1 project 96 -> 24
+    assert convs[1].shapes[:2] == ((32, 16, 32, 32), (96, 16, 1, 1))
+    assert convs[2].shapes[:2] == ((32, 96, 32, 32), (96, 1, 3, 3))
+    assert dict(convs[2].config) == {"groups": 96, "padding": 1, "stride": 2}
+    assert convs[3].shapes[:2] == ((32, 96, 16, 16), (24, 96, 1, 1))
+
+
+def test_network_rejects_unknown_name():
+    with pytest.raises(ValueError, match="`name` must be one of mobilenet, convnext, resnet"):
+        nets.network("vgg")
+
+
+def test_grad_error_sees_a_wrong_gradient():
+    rng = np.random.default_rng(0)
+    tree = {"a": rng.standard_normal((4, 3)), "b": [rng.standard_normal(5)]}
+    assert models.grad_error(tree, tree) == 0.0
+    off = jax.tree_util.tree_map(lambda a: a, tree)
+    off["b"][0] = off["b"][0] * 1.01
+    assert models.grad_error(off, tree) == pytest.approx(0.01)
+
+
+def test_to_channels_first_undoes_to_layout():
+    params = nets.network("resnet", nets.Spec.quick()).init(0)
+    back = models.to_channels_first(nets.to_layout(params, True))
+    for a, b in zip(
+        jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(params), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+# --- models suite: the quick run
+
+
+def test_jaxconv_and_lax_networks_agree(quick_tables):
+    results = _table(quick_tables, "train step time").data["results"]
+    assert [r["network"] for r in results] == list(nets.NETWORKS)
+    for r in results:
+        for layout in models.LAYOUTS:
+            for kind in ("lax", "jaxconv"):
+                assert r["errors"][f"{kind} {layout}"] < AGREE, (r["name"], kind, layout)
+        assert not r["disagree"]
+
+
+def test_torch_twins_agree(quick_tables):
+    pytest.importorskip("torch")
+    for r in _table(quick_tables, "train step time").data["results"]:
+        assert r["errors"]["torch"] < AGREE, r["name"]
+        assert r["ms"]["torch"] > 0
+
+
+def test_step_and_memory_tables(quick_tables):
+    step = _table(quick_tables, "train step time")
+    assert step.columns[:6] == [
+        "network",
+        "lax ms",
+        "jaxconv ms",
+        "torch ms",
+        "lax/jaxconv",
+        "torch/jaxconv",
+    ]
+    assert [row[0] for row in step.rows] == [
+        f"{name} {layout}"
+        for name in ("MobileNetV2", "ConvNeXt", "ResNet")
+        for layout in models.LAYOUTS
+    ]
+    for row in step.rows:
+        assert row[1] > 0 and row[2] > 0 and row[4] == pytest.approx(row[1] / row[2])
+    assert step.passed is None  # quick: goals not judged
+    memory = _table(quick_tables, "peak memory")
+    for row in memory.rows:
+        lax_mb, jaxconv_mb, ratio = row[1:4]
+        assert lax_mb > 0 and jaxconv_mb > 0 and ratio == pytest.approx(jaxconv_mb / lax_mb)
+
+
+def test_breakdown_covers_every_layer(quick_tables):
+    for name, key in (("MobileNetV2", "mobilenet"), ("ConvNeXt", "convnext"), ("ResNet", "resnet")):
+        table = _table(quick_tables, f"{name} NCHW layer breakdown")
+        net = nets.network(key, nets.Spec.quick())
+        calls = nets.record(net, nets.lax_ops(), net.init(0), nets.inputs(net.spec)[0])
+        kinds = {row[0]: row for row in table.rows}
+        assert kinds["sum of layers"][1] == len(calls)
+        assert sum(
+            row[1] for k, row in kinds.items() if k in set(nets.kinds_in_order(calls, False))
+        ) == len(calls)
+        for layer in table.data["layers"]:
+            assert max(layer["errors"].values()) < AGREE, layer["label"]
+        assert "direct" in kinds["stem"][-1] or "fft" in kinds["stem"][-1]
