@@ -8,7 +8,7 @@ from typing import Any
 
 import jax
 
-__all__ = ["enable_x64", "sharding_of"]
+__all__ = ["enable_x64", "explicit_mesh", "sharding_of"]
 
 
 @contextlib.contextmanager
@@ -33,3 +33,27 @@ def sharding_of(a: jax.Array) -> Any:
     sharding = None if typeof is None else getattr(typeof(a), "sharding", None)
     mesh = getattr(sharding, "mesh", None)
     return None if mesh is None or mesh.empty else sharding
+
+
+def explicit_mesh(*arrays: Any) -> Any:
+    """The mesh of the first of ``arrays`` (``None`` entries skipped) whose type shards it
+    along an ``Explicit`` mesh axis ("sharding in types"), else ``None``.
+
+    Static: read from the types at trace time. An array replicated over an explicit mesh does
+    not count, since no operation on it needs an output sharding it cannot infer; nor does
+    one on an ``Auto`` mesh or a plain ``NamedSharding`` given to ``jit``, whose types carry
+    no sharding.
+    """
+    explicit = getattr(getattr(jax.sharding, "AxisType", None), "Explicit", None)
+    if explicit is None:  # jax < 0.6 had no explicit axes
+        return None
+    for a in arrays:
+        sharding = None if a is None else sharding_of(a)
+        if sharding is None:
+            continue
+        types = dict(zip(sharding.mesh.axis_names, sharding.mesh.axis_types, strict=True))
+        for part in sharding.spec:
+            names = part if isinstance(part, tuple) else (part,)
+            if any(types.get(name) == explicit for name in names if name is not None):
+                return sharding.mesh
+    return None

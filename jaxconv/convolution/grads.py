@@ -22,6 +22,7 @@ Low-precision inputs (bfloat16/float16) accumulate in float32 and are cast back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,9 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
 from .._checks import check_float_array, check_same_dtype, check_shape
+from .._compat import explicit_mesh, sharding_of
 from .._dtypes import accumulation_dtype
 from .._shapes import vjp_lhs_padding, vjp_rhs_padding
 from ._config import ConvConfig, conv_config, output_shape
@@ -42,6 +45,7 @@ __all__ = [
     "conv_weight_grad",
     "input_grad",
     "weight_grad",
+    "weight_grad_sharding",
 ]
 
 
@@ -85,8 +89,52 @@ def _common_dtype(a: Any, b: Any) -> np.dtype:
     return np.dtype(np.float32)
 
 
+def _input_grad_sharding(
+    dy: jax.Array, w: jax.Array, input_shape: Sequence[int], cfg: ConvConfig
+) -> Any:
+    """dX's sharding when the caller has not the primal's and an operand is sharded along an
+    explicit mesh axis (where lax refuses to guess): ``dy``'s batch and spatial shardings
+    carried over (each input pixel is computed where its output window lives), its channels
+    replicated (dX sums over the output channels). ``None`` otherwise: lax's own rule."""
+    mesh = explicit_mesh(dy, w)
+    if mesh is None:
+        return None
+    lhs_spec, _, out_spec = cfg.dimension_numbers
+    dy_sharding = sharding_of(dy)
+    dy_parts = [None] * dy.ndim if dy_sharding is None else list(dy_sharding.spec)
+    dy_parts += [None] * (dy.ndim - len(dy_parts))
+    parts: list[Any] = [None] * len(input_shape)
+    for d_in, d_out in zip(lhs_spec[2:], out_spec[2:], strict=True):
+        names = dy_parts[d_out]
+        ways = math.prod(mesh.shape[a] for a in _axes(names))
+        parts[d_in] = names if input_shape[d_in] % ways == 0 else None
+    if cfg.batch_group_count == 1:  # batch groups come back to the batch axis by a reshape
+        parts[lhs_spec[0]] = dy_parts[out_spec[0]]
+    return NamedSharding(mesh, PartitionSpec(*parts))
+
+
+def weight_grad_sharding(x: jax.Array, dy: jax.Array, w: jax.Array | None = None) -> Any:
+    """dW's ``out_sharding``: the kernel ``w``'s own when its type carries one (as lax's
+    transpose rule gives it); else replicated when ``x`` or ``dy`` is sharded along an
+    explicit mesh axis, where lax refuses to guess (dW sums over the batch and every output
+    pixel, the axes a data- or spatially-parallel mesh splits, and a kernel whose type carries
+    no sharding is replicated); else ``None``: lax's own rule."""
+    own = None if w is None else sharding_of(w)
+    if own is not None:
+        return own
+    mesh = explicit_mesh(x, dy)
+    return None if mesh is None else NamedSharding(mesh, PartitionSpec())
+
+
+def _axes(part: Any) -> tuple[Any, ...]:
+    """The mesh axis names one PartitionSpec entry names."""
+    if part is None:
+        return ()
+    return tuple(part) if isinstance(part, tuple) else (part,)
+
+
 def _sharding_kwargs(out_sharding: Any) -> dict[str, Any]:
-    # Passed only when given: lax's ``out_sharding`` argument is recent.
+    # Passed only when there is one: lax's ``out_sharding`` argument is recent.
     return {} if out_sharding is None else {"out_sharding": out_sharding}
 
 
@@ -99,8 +147,8 @@ def input_grad(
 ) -> jax.Array:
     """dL/dX: ``dy`` (stride-dilated) correlated with the spatially flipped, IO-swapped kernel.
 
-    ``out_sharding``: the input's sharding under an explicit mesh (lax's transpose rule
-    passes the primal's), which the convolution cannot always infer from ``dy`` and ``w``."""
+    ``out_sharding``: the input's sharding under a mesh (lax's transpose rule passes the
+    primal's); ``None`` derives it from ``dy`` and ``w`` where an explicit mesh needs it."""
     lhs_spec, rhs_spec, out_spec = cfg.dimension_numbers
     out_dtype = w.dtype  # x shares w's dtype (checked by every public wrapper)
     compute = _common_dtype(dy.dtype, w.dtype)
@@ -132,7 +180,9 @@ def input_grad(
         feature_group_count=max(groups, batch_groups),
         precision=cfg.precision,
         preferred_element_type=accumulation_dtype(compute),
-        **_sharding_kwargs(out_sharding),
+        **_sharding_kwargs(
+            _input_grad_sharding(dy, w, input_shape, cfg) if out_sharding is None else out_sharding
+        ),
     )
     dx = _cast(dx, out_dtype)
     if batch_groups > 1:
@@ -151,8 +201,9 @@ def weight_grad(
 ) -> jax.Array:
     """dL/dW: ``x`` correlated with ``dy`` (dilated by the stride), summed over the batch.
 
-    ``out_sharding``: the kernel's sharding under an explicit mesh; needed when the batch
-    (the axis this convolution contracts) is sharded, as in data parallelism."""
+    ``out_sharding``: the kernel's sharding under a mesh; ``None`` derives it
+    (:func:`weight_grad_sharding`) where an explicit mesh needs it: when the batch or the
+    pixels, the axes this convolution contracts, are sharded."""
     lhs_spec, rhs_spec, out_spec = cfg.dimension_numbers
     out_dtype = x.dtype
     compute = _common_dtype(dy.dtype, x.dtype)
@@ -183,7 +234,7 @@ def weight_grad(
         batch_group_count=batch_groups,
         precision=cfg.precision,
         preferred_element_type=accumulation_dtype(compute),
-        **_sharding_kwargs(out_sharding),
+        **_sharding_kwargs(weight_grad_sharding(x, dy) if out_sharding is None else out_sharding),
     )
     dw = _cast(dw, out_dtype)
     return lax.rev(dw, rhs_spec[2:]) if cfg.flip else dw
