@@ -12,8 +12,11 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from ._config import check_conv_arrays, conv_config
-from .methods import check_method, dispatch
+from .._compat import explicit_mesh
+from ._config import ConvConfig, check_conv_arrays, conv_config
+from .methods import check_method, dispatch, registry
+from .methods.auto import EXPLICIT_SHARDING_REASON, choose_method
+from .methods.plan import geometry
 from .padding_modes import pad
 
 __all__ = ["conv"]
@@ -132,4 +135,28 @@ def conv(
         if any(lo or hi for lo, hi in pairs):
             x = pad(x, padding_mode, tuple(cfg.dimension_numbers.lhs_spec[2:]), pairs)
         cfg = dataclasses.replace(cfg, padding=((0, 0),) * nd)
+    if explicit_mesh(x, w, bias) is not None:
+        cfg = _explicit_mesh_method(x, w, cfg)
     return dispatch(x, w, bias, cfg)
+
+
+def _explicit_mesh_method(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> ConvConfig:
+    """``cfg`` with a method that runs on inputs sharded along explicit mesh axes: ``auto``
+    resolved among those (the sharding is in the inputs' types, so known at trace time);
+    an explicit request for another refused."""
+    geo = geometry(x.shape, w.shape, cfg)
+    if cfg.method == "auto":
+        choice = choose_method(geo, x.dtype, exact_only=cfg.exact_only, explicit_sharding=True)
+        return dataclasses.replace(cfg, method=choice.method)
+    if not registry.get(cfg.method).explicit_sharding:
+        able = [
+            repr(name)
+            for name in registry.names()
+            if registry.get(name).explicit_sharding and registry.get(name).supports(geo) is None
+        ]
+        raise ValueError(
+            f"`method`={cfg.method!r} cannot run here: {EXPLICIT_SHARDING_REASON}; use "
+            f"method={', '.join(able)} or 'auto', or reshard the input (jax.sharding.reshard) "
+            "to replicated"
+        )
+    return cfg

@@ -11,6 +11,11 @@ In a process with more than one device, only the methods XLA partitions along a 
 axis compete (``Method.partitioned``; not ``fft``: XLA gathers every FFT operand whole),
 since an input's sharding is not visible at trace time.
 
+Under an explicit mesh (``jax.sharding.AxisType.Explicit``), where an input's sharding is
+part of its type and so visible at trace time, only the methods that run there compete
+(``Method.explicit_sharding``): ``conv`` finds such an input and asks with
+``explicit_sharding=True``.
+
 With ``exact_only`` (what ``precision=HIGHEST`` asks for) only the exactly-summing methods
 compete (``Method.exact``: every output a plain sum of products, as in ``lax``), so the error
 of a transform -- bounded relative to the *largest* output, not to each output -- never
@@ -32,7 +37,14 @@ from . import registry
 from .plan import Geometry, geometry
 from .registry import MethodCost
 
-__all__ = ["MethodChoice", "MethodCost", "choose_method", "estimate", "explain_method"]
+__all__ = [
+    "EXPLICIT_SHARDING_REASON",
+    "MethodChoice",
+    "MethodCost",
+    "choose_method",
+    "estimate",
+    "explain_method",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +80,12 @@ def _backend(backend: str | None) -> str:
     return "gpu" if name in ("gpu", "cuda", "rocm") else "cpu"
 
 
+EXPLICIT_SHARDING_REASON = (
+    "an input is sharded along an explicit mesh axis (jax.sharding.AxisType.Explicit), where "
+    "every step's output sharding must follow from its operands', and this method's do not"
+)
+
+
 def estimate(
     g: Geometry,
     dtype: Any = "float32",
@@ -75,11 +93,13 @@ def estimate(
     *,
     exact_only: bool = False,
     devices: int | None = None,
+    explicit_sharding: bool = False,
 ) -> tuple[MethodCost, ...]:
     """Every registered method's cost (module doc), forward+backward, in registry order.
 
     ``devices`` (default: ``jax.device_count()``) above 1 rules out the methods XLA does not
-    partition (``Method.partitioned``).
+    partition (``Method.partitioned``); ``explicit_sharding`` (an input sharded along an
+    explicit mesh axis) the methods that cannot run there (``Method.explicit_sharding``).
     """
     backend = _backend(backend)
     devices = jax.device_count() if devices is None else devices
@@ -93,6 +113,8 @@ def estimate(
                 "precision=HIGHEST keeps auto to exactly-summing methods; this one's error "
                 "is relative to the largest output"
             )
+        if why is None and explicit_sharding and not method.explicit_sharding:
+            why = EXPLICIT_SHARDING_REASON
         if why is None and devices > 1 and not method.partitioned:
             why = (
                 f"{devices} devices: XLA does not partition this method along a sharded axis "
@@ -122,10 +144,18 @@ def choose_method(
     *,
     exact_only: bool = False,
     devices: int | None = None,
+    explicit_sharding: bool = False,
 ) -> MethodChoice:
     """Pick the candidate method with the least estimated time (static: runs at trace time)."""
     backend = _backend(backend)
-    est = estimate(g, dtype, backend, exact_only=exact_only, devices=devices)
+    est = estimate(
+        g,
+        dtype,
+        backend,
+        exact_only=exact_only,
+        devices=devices,
+        explicit_sharding=explicit_sharding,
+    )
     candidates = [e for e in est if e.seconds is not None]  # "direct" always is one
     best = min(candidates, key=_seconds)
     direct = next(e for e in est if e.method == "direct")
@@ -145,6 +175,8 @@ def choose_method(
         )
     if exact_only:
         reason += "; precision=HIGHEST: exactly-summing methods only"
+    if explicit_sharding:
+        reason += "; an input sharded along an explicit mesh axis: methods that run there only"
     return MethodChoice(best.method, est, reason, backend)
 
 

@@ -71,7 +71,8 @@ def _direct_conv_fwd(x, w, b, cfg):
 # dL/dX:    dX[q]  = sum_{S*i + D*a - P = q} dY[i] W[a]      (stride-dilated dY * flipped W)
 # dL/db:    db[o]  = sum over batch and space of dY[o]
 # Complex operands: the same sums with no conjugate (JAX's VJP is the transpose). Under a
-# mesh each gradient gets its primal's sharding, as lax's transpose rules give it.
+# mesh each gradient gets its primal's sharding, as lax's transpose rules give it; a primal
+# whose type carries none (a kernel never placed on the mesh) gets the one grads derives.
 def _direct_conv_bwd(cfg, res, dy):
     x, w, has_bias = res
     dx = input_grad(dy, w, x.shape, cfg, out_sharding=sharding_of(x))
@@ -161,4 +162,11 @@ def _run(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: MethodPlan) -> j
     return direct_conv(x, w, b, plan.cfg)
 
 
-METHOD = Method(name="direct", supports=lambda g: None, cost=_cost, run=_run, exact=True)
+METHOD = Method(
+    name="direct",
+    supports=lambda g: None,
+    cost=_cost,
+    run=_run,
+    exact=True,
+    explicit_sharding=True,
+)

@@ -70,6 +70,12 @@ class Method:
         sharded batch or spatial axis without gathering whole operands. ``auto`` cannot see
         an input's sharding at trace time (``in_shardings`` are resolved after tracing), so
         in a process with more than one device it keeps to partitioned methods.
+      explicit_sharding: ``True`` when the method runs, forward and backward, on inputs sharded
+        along the axes of an explicit mesh (``jax.sharding.AxisType.Explicit``: the sharding
+        is part of each array's type, and every operation's output sharding must follow
+        from its operands' or be given). Unlike ``partitioned`` this is visible at trace
+        time, in the inputs' types: there ``auto`` keeps to such methods and an explicit
+        request for another is an error. ``False`` by default: a method must be checked.
     """
 
     name: str
@@ -78,6 +84,7 @@ class Method:
     run: Callable[[jax.Array, jax.Array, jax.Array | None, MethodPlan], jax.Array]
     exact: bool = True
     partitioned: bool = True
+    explicit_sharding: bool = False
 
 
 _REGISTRY: dict[str, Method] = {}
