@@ -1,8 +1,10 @@
 """``max_pool``: the windowed max and its hand-derived VJP, with a one-byte residual.
 
 The forward returns the max and the winner's code in its window; the code is the only
-residual (uint8 for up to 256 offsets), and the backward routes each upstream gradient to it,
-stride phase by stride phase, without a scatter. ``windowed_max`` is the op on a resolved
+residual (uint8 for up to 256 offsets), and the backward routes each upstream gradient to it
+without a scatter: for windows tiling the input, one elementwise pass in which every input
+position compares its own offset code with its window's winner; otherwise stride phase by
+stride phase. ``windowed_max`` is the op on a resolved
 geometry (with ``winner_indices`` for ``return_indices``), shared with ``lp_pool``'s
 ``p = +-inf`` and the adaptive max pool's regular case.
 """
