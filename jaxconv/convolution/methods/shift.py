@@ -13,8 +13,11 @@ zero-padded input (one spatial axis shown; the others are alike)::
     dL/dW:    dW[g,o,c,a] = sum_{n,i} xp[n,g,c, S*i + D*a] dY[n,g,o,i]
               (K per-channel reductions of x_shift * dY, done as one variadic reduce)
 
-Every step is a pad, a slice, a product or a sum, which JAX differentiates in both modes.
-Half precision computes in float32 and casts back.
+The sums run in the caller's layout: channels-last arrays are sliced along the spatial axes
+with the channels contiguous, so a channels-last network moves no activation to
+channels-first and back (only the small kernel is transposed). Every step is a pad, a
+slice, a product or a sum, which JAX differentiates in both modes. Half precision computes
+in float32 and casts back.
 
 The work is ``K * Cg`` products per output element and the traced program has ``O(K)``
 operations, so the method is limited to ``C_in // groups <= MAX_GROUP_CHANNELS`` and
@@ -35,15 +38,7 @@ from jax import lax
 
 from ..grads import bias_grad
 from .direct import guarded_forward, guarded_grads
-from .plan import (
-    Geometry,
-    MethodPlan,
-    plain_conv_reason,
-    w_from_cf,
-    w_to_cf,
-    x_from_cf,
-    x_to_cf,
-)
+from .plan import Geometry, MethodPlan, plain_conv_reason
 from .registry import Cost, Method
 
 __all__ = ["CALIBRATION", "MAX_GROUP_CHANNELS", "MAX_TAPS", "METHOD", "shift_unsupported_reason"]
@@ -68,12 +63,58 @@ def shift_unsupported_reason(g: Geometry) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class ShiftPlan(MethodPlan):
-    """Everything static about one shifted-sum convolution: resolved once."""
+    """Everything static about one shifted-sum convolution: resolved once.
+
+    The sums run in the caller's layout. A grouped array is ``(N, G, C, *S)`` channels-first
+    and ``(N, *S, G, C)`` channels-last (a reshape of the caller's array, no transpose), and
+    a tap's product spans the channel pairs ``(G, Og, Cg)`` where the channels are:
+    ``(N, G, Og, Cg, *S)`` or ``(N, *S, G, Og, Cg)``.
+    """
+
+    @property
+    def last(self) -> bool:
+        return self.cfg.channels_last
 
     @property
     def axes(self) -> tuple[int, ...]:
-        """Spatial axes of the grouped arrays ``(N, G, C, *S)``."""
-        return tuple(range(3, 3 + self.geo.ndim))
+        """Spatial axes of the grouped arrays."""
+        nd = self.geo.ndim
+        return tuple(range(1, 1 + nd)) if self.last else tuple(range(3, 3 + nd))
+
+    def grouped(self, a: jax.Array, channels: int, spatial: tuple[int, ...]) -> jax.Array:
+        """The caller's ``a`` with ``channels`` per group, as a grouped array."""
+        g = self.geo
+        if self.last:
+            return a.reshape((g.n, *spatial, g.groups, channels))
+        return a.reshape((g.n, g.groups, channels, *spatial))
+
+    def ungrouped(self, a: jax.Array, channels: int, spatial: tuple[int, ...]) -> jax.Array:
+        """Inverse of :meth:`grouped`: the caller's layout with ``channels`` in all."""
+        n = self.geo.n
+        return a.reshape((n, *spatial, channels) if self.last else (n, channels, *spatial))
+
+    def spread_in(self, a: jax.Array) -> jax.Array:
+        """A grouped input-side array ``(.., G, Cg)`` as a product's ``(.., G, 1, Cg)``."""
+        return lax.expand_dims(a, (a.ndim - 1,) if self.last else (2,))
+
+    def spread_out(self, a: jax.Array) -> jax.Array:
+        """A grouped output-side array ``(.., G, Og)`` as a product's ``(.., G, Og, 1)``."""
+        return lax.expand_dims(a, (a.ndim,) if self.last else (3,))
+
+    def in_axis(self, ndim: int) -> int:
+        """The ``Cg`` axis of a product of rank ``ndim``."""
+        return ndim - 1 if self.last else 3
+
+    def out_axis(self, ndim: int) -> int:
+        """The ``Og`` axis of a product of rank ``ndim``."""
+        return ndim - 2 if self.last else 2
+
+    def tap(self, k: jax.Array, tap: tuple[int, ...]) -> jax.Array:
+        """One tap of the ``(G, Og, Cg, *K)`` kernel, shaped to broadcast over a product."""
+        t = k[(slice(None),) * 3 + tap]
+        lead = (1,) * (1 + self.geo.ndim) if self.last else (1,)
+        trail = () if self.last else (1,) * self.geo.ndim
+        return t.reshape(lead + t.shape + trail)
 
 
 def _run(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: MethodPlan) -> jax.Array:
@@ -85,56 +126,92 @@ def _taps(g: Geometry):
     return itertools.product(*(range(k) for k in g.kernel))
 
 
-def _window(a: jax.Array, start: tuple[int, ...], size: tuple[int, ...], step: tuple[int, ...]):
-    """``a[..., start + step*i]`` for ``i < size`` on the trailing spatial axes."""
-    lead = a.ndim - len(start)
-    begin = (0,) * lead + start
-    limit = a.shape[:lead] + tuple(
-        s + t * (n - 1) + 1 for s, t, n in zip(start, step, size, strict=True)
-    )
-    return lax.slice(a, begin, limit, (1,) * lead + step)
+def _window(
+    a: jax.Array,
+    axes: tuple[int, ...],
+    start: tuple[int, ...],
+    size: tuple[int, ...],
+    step: tuple[int, ...],
+) -> jax.Array:
+    """``a[.., start + step*i, ..]`` for ``i < size`` on the spatial ``axes``."""
+    begin, limit, strides = [0] * a.ndim, list(a.shape), [1] * a.ndim
+    for ax, s, t, n in zip(axes, start, step, size, strict=True):
+        begin[ax], limit[ax], strides[ax] = s, s + t * (n - 1) + 1, t
+    return lax.slice(a, tuple(begin), tuple(limit), tuple(strides))
 
 
-def _channel_sum(terms: jax.Array, axis: int, keep: bool) -> jax.Array:
-    """Sum the per-group channel axis of a product (a squeeze when it has one entry)."""
+def _pad(a: jax.Array, axes: tuple[int, ...], pads) -> jax.Array:
+    """``lax.pad`` with zeros on the spatial ``axes`` (``(low, high, interior)`` each)."""
+    config = [(0, 0, 0)] * a.ndim
+    for ax, p in zip(axes, pads, strict=True):
+        config[ax] = p
+    return lax.pad(a, np.array(0, a.dtype), config)
+
+
+def _channel_sum(terms: jax.Array, axis: int) -> jax.Array:
+    """Sum a product's per-group channel axis (a squeeze when it has one entry)."""
     if terms.shape[axis] == 1:
-        return lax.squeeze(terms, (axis,)) if not keep else terms
-    return jnp.sum(terms, axis=axis, keepdims=keep)
+        return lax.squeeze(terms, (axis,))
+    return jnp.sum(terms, axis=axis)
 
 
-def _grouped_operands(x: jax.Array, w: jax.Array, plan: ShiftPlan):
-    """``x`` as zero-padded ``(N, G, Cg, *Sp)``; ``w`` as ``(G, Og, Cg, *K)`` (flip applied)."""
-    g, cfg = plan.geo, plan.cfg
-    x_cf = x_to_cf(x, cfg).astype(plan.compute)
-    x_g = x_cf.reshape((g.n, g.groups, g.c_in_g) + g.spatial)
-    pads = [(0, 0, 0)] * 3 + [(lo, hi, 0) for lo, hi in g.padding]
-    xp = lax.pad(x_g, np.array(0, plan.compute), pads)
-    k = w_to_cf(w, cfg).astype(plan.compute)
-    if cfg.flip:
-        k = lax.rev(k, tuple(range(2, 2 + g.ndim)))
-    k = k.reshape((g.groups, g.c_out_g, g.c_in_g) + g.kernel)
-    return xp, k
+def _kernel(w: jax.Array, plan: ShiftPlan) -> jax.Array:
+    """``w`` as ``(G, Og, Cg, *K)`` in the compute dtype, flip applied (only the kernel, which
+    is small, is ever transposed)."""
+    g, nd = plan.geo, plan.geo.ndim
+    k = w.astype(plan.compute)
+    if plan.last:  # (*K, Cg, G*Og)
+        k = k.reshape(g.kernel + (g.c_in_g, g.groups, g.c_out_g))
+        k = lax.transpose(k, (nd + 1, nd + 2, nd, *range(nd)))
+    else:  # (G*Og, Cg, *K)
+        k = k.reshape((g.groups, g.c_out_g, g.c_in_g) + g.kernel)
+    if plan.cfg.flip:
+        k = lax.rev(k, tuple(range(3, 3 + nd)))
+    return k
 
 
-def _scale(k: jax.Array, tap: tuple[int, ...], ndim: int) -> jax.Array:
-    """One tap of the kernel, ``(G, Og, Cg)``, shaped to broadcast over ``(N, G, Og, Cg, *S)``."""
-    return k[(slice(None),) * 3 + tap].reshape((1,) + k.shape[:3] + (1,) * ndim)
+def _kernel_back(dk: jax.Array, plan: ShiftPlan) -> jax.Array:
+    """Inverse of :func:`_kernel`: ``(G, Og, Cg, *K)`` -> the caller's kernel layout."""
+    g, nd = plan.geo, plan.geo.ndim
+    if plan.cfg.flip:
+        dk = lax.rev(dk, tuple(range(3, 3 + nd)))
+    if plan.last:
+        dk = lax.transpose(dk, (*range(3, 3 + nd), 2, 0, 1))
+        return dk.reshape(g.kernel + (g.c_in_g, g.c_out))
+    return dk.reshape((g.c_out, g.c_in_g) + g.kernel)
+
+
+def _input_windows(x_g: jax.Array, plan: ShiftPlan):
+    """Per tap ``a``, ``xp[.., S*i + D*a, ..]`` for ``i < out`` (``xp``: ``x_g`` zero-padded).
+
+    The padded copy is written once and every tap slices it. Padding each tap's window
+    inside its consumer instead (a negative low pad crops, no copy) measured 1.2-3x slower
+    forward+backward on the benchmark networks' depthwise layers, in both layouts: the
+    fused bounds checks on every read cost more than one pass over the input.
+    """
+    g, axes = plan.geo, plan.axes
+    xp = _pad(x_g, axes, [(lo, hi, 0) for lo, hi in g.padding])
+    for tap in _taps(g):
+        start = tuple(d * a for d, a in zip(g.dilations, tap, strict=True))
+        yield tap, _window(xp, axes, start, g.out, g.strides)
 
 
 def _forward(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: ShiftPlan) -> jax.Array:
     g = plan.geo
-    xp, k = _grouped_operands(x, w, plan)
+    x_g = plan.grouped(x.astype(plan.compute), g.c_in_g, g.spatial)
+    k = _kernel(w, plan)
     y = None
-    for tap in _taps(g):
-        start = tuple(d * a for d, a in zip(g.dilations, tap, strict=True))
-        xs = _window(xp, start, g.out, g.strides)[:, :, None]  # (N, G, 1, Cg, *out)
-        term = _channel_sum(xs * _scale(k, tap, g.ndim), axis=3, keep=False)
+    for tap, xs in _input_windows(x_g, plan):
+        prod = plan.spread_in(xs) * plan.tap(k, tap)
+        term = _channel_sum(prod, plan.in_axis(prod.ndim))
         y = term if y is None else y + term
     assert y is not None  # the kernel has at least one tap
-    y = y.reshape((g.n, g.c_out) + g.out)
+    y = plan.ungrouped(y, g.c_out, g.out)
     if b is not None:
-        y = y + b.astype(plan.compute).reshape((1, -1) + (1,) * g.ndim)
-    return x_from_cf(y.astype(plan.out_dtype), plan.cfg)
+        bias = b.astype(plan.compute)
+        shape = (1,) * (1 + g.ndim) + (-1,) if plan.last else (1, -1) + (1,) * g.ndim
+        y = y + bias.reshape(shape)
+    return y.astype(plan.out_dtype)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -161,15 +238,12 @@ def _sums_jvp(axes, primals, tangents):
     return _sums(terms, axes), tuple(jnp.sum(t, axis=axes) for t in dterms)
 
 
-def _weight_taps(xp: jax.Array, dy_g: jax.Array, g: Geometry) -> jax.Array:
+def _weight_taps(x_g: jax.Array, dy_g: jax.Array, plan: ShiftPlan) -> jax.Array:
     """``(G, Og, Cg, K)``: per tap, ``sum_{n,i} xp[n,g,c,S*i + D*a] dy[n,g,o,i]``."""
-    dy_b = dy_g[:, :, :, None]  # (N, G, Og, 1, *out)
-    terms = []
-    for tap in _taps(g):
-        start = tuple(d * a for d, a in zip(g.dilations, tap, strict=True))
-        xs = _window(xp, start, g.out, g.strides)[:, :, None]  # (N, G, 1, Cg, *out)
-        terms.append(xs * dy_b)
-    axes = (0,) + tuple(range(4, 4 + g.ndim))
+    nd = plan.geo.ndim
+    dy_b = plan.spread_out(dy_g)  # (.., G, Og, 1)
+    terms = [plan.spread_in(xs) * dy_b for _, xs in _input_windows(x_g, plan)]
+    axes = tuple(range(1 + nd)) if plan.last else (0, *range(4, 4 + nd))
     if jax.device_count() > 1:
         # A variadic reduction has no all-reduce form: XLA's SPMD partitioner gathers the
         # devices' partial sums instead. Plain sums of the stacked taps all-reduce.
@@ -184,6 +258,9 @@ def _shift_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: ShiftPlan
 
 def _shift_conv_fwd(x, w, b, plan):
     # Residuals: the two operands (dX needs w, dW needs x); the padded copy is rebuilt.
+    # ``y`` leaves the guard's conditional, so XLA stores it once: its consumers (a layer
+    # norm's several fusions) read it instead of re-fusing the K taps (measured on ConvNeXt:
+    # each 7x7 sum appears once per pass, forward, dX and dW).
     y = guarded_forward(lambda x, w, b: _forward(x, w, b, plan), x, w, b, plan)
     return y, (x, w, b is not None)
 
@@ -195,37 +272,44 @@ def _shift_conv_bwd(plan, res, dy):
     return dx, dw, db
 
 
-def _shift_grads(plan: ShiftPlan, x, w, dy):
-    g, cfg = plan.geo, plan.cfg
-    xp, k = _grouped_operands(x, w, plan)
-    dy_cf = x_to_cf(dy, cfg).astype(plan.compute)
-    dy_g = dy_cf.reshape((g.n, g.groups, g.c_out_g) + g.out)
-    zero = np.array(0, plan.compute)
-
-    # dL/dX: zero-insert dY by S, pad D(K-1) - P low, correlate with the flipped kernel.
-    u_pads = [(0, 0, 0)] * 3
-    geo = zip(g.spatial, g.spans, g.strides, g.out, g.padding, strict=True)
-    for size, span, s, o, (lo, _) in geo:
+def _dy_windows(dy_g: jax.Array, plan: ShiftPlan):
+    """Per tap ``a``, ``u[.., q + D*a, ..]`` for ``q < L`` as a product's ``(.., G, Og, 1)``,
+    where ``u`` is ``dY`` zero-inserted by ``S`` and padded ``D(K-1) - P`` low and up to
+    ``L + D(K-1)`` high (one padded copy, as in :func:`_input_windows`)."""
+    g = plan.geo
+    pads = []
+    for size, span, s, o, (lo, _) in zip(
+        g.spatial, g.spans, g.strides, g.out, g.padding, strict=True
+    ):
         low = span - 1 - lo
-        u_pads.append((low, size + span - 1 - low - (s * (o - 1) + 1), s - 1))
-    u = lax.pad(dy_g, zero, u_pads)[:, :, :, None]  # (N, G, Og, 1, *(L + Kd - 1))
-    dx = None
-    ones = (1,) * g.ndim
+        pads.append((low, size + span - 1 - low - (s * (o - 1) + 1), s - 1))
+    # Channels-first, the new Og-side axis comes before the spatial ones and moves them.
+    axes = plan.axes if plan.last else tuple(a + 1 for a in plan.axes)
+    u = _pad(plan.spread_out(dy_g), axes, pads)
     for tap in _taps(g):
         start = tuple(d * a for d, a in zip(g.dilations, tap, strict=True))
+        yield tap, _window(u, axes, start, g.spatial, (1,) * g.ndim)
+
+
+def _shift_grads(plan: ShiftPlan, x, w, dy):
+    g = plan.geo
+    x_g = plan.grouped(x.astype(plan.compute), g.c_in_g, g.spatial)
+    dy_g = plan.grouped(dy.astype(plan.compute), g.c_out_g, g.out)
+    k = _kernel(w, plan)
+
+    # dL/dX: zero-insert dY by S, pad D(K-1) - P low, correlate with the flipped kernel.
+    dx = None
+    for tap, us in _dy_windows(dy_g, plan):
         flipped = tuple(kk - 1 - a for kk, a in zip(g.kernel, tap, strict=True))
-        us = _window(u, start, g.spatial, ones)
-        term = _channel_sum(us * _scale(k, flipped, g.ndim), axis=2, keep=False)
-        dx = term if dx is None else dx + term  # (N, G, Cg, *L)
+        prod = us * plan.tap(k, flipped)
+        term = _channel_sum(prod, plan.out_axis(prod.ndim))
+        dx = term if dx is None else dx + term
     assert dx is not None  # the kernel has at least one tap
-    dx = x_from_cf(dx.reshape((g.n, g.c_in) + g.spatial).astype(plan.in_dtype), cfg)
+    dx = plan.ungrouped(dx, g.c_in, g.spatial).astype(plan.in_dtype)
 
     # dL/dW: one reduction of x_shift * dY per tap, over the batch and the output positions.
-    dk = _weight_taps(xp, dy_g, g).reshape((g.c_out, g.c_in_g) + g.kernel)
-    if cfg.flip:
-        dk = lax.rev(dk, tuple(range(2, 2 + g.ndim)))
-    dw = w_from_cf(dk.astype(plan.in_dtype), cfg)
-
+    dk = _weight_taps(x_g, dy_g, plan).reshape((g.groups, g.c_out_g, g.c_in_g) + g.kernel)
+    dw = _kernel_back(dk, plan).astype(plan.in_dtype)
     return dx, dw
 
 
