@@ -37,8 +37,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
+
+import jaxconv
+from jaxconv.convolution._config import conv_config
+from jaxconv.convolution.methods.auto import EXPLICIT_SHARDING_REASON, choose_method
+from jaxconv.convolution.methods.plan import geometry
 
 HELPER = Path(__file__).with_name("sharding_cases.py")
 sys.path.insert(0, str(HELPER.parent))
@@ -185,3 +194,249 @@ def test_max_unpool_gathers_at_most_its_pooled_inputs(results):
     for gather in spatial["all_gathers"]:  # e.g. "all-gather f32[8,3,1024]"
         dims = gather.split("[")[1].split("]")[0].split(",")
         assert math.prod(int(d) for d in dims) <= pooled, spatial["all_gathers"]
+
+
+# --- explicit mesh ("sharding in types")
+#
+# Under a mesh whose axes are `AxisType.Explicit` an array's sharding is part of its type and
+# every operation's output sharding must follow from its operands' (or be given), or JAX
+# raises a ShardingTypeError at trace time. `_explicit_main` runs in a fresh process with 2
+# host devices: for each case it jits `jax.grad` (and a Hessian-vector product, forward over
+# reverse) of a small loss with `x` placed on such a mesh, split along the batch or along H,
+# and reports the largest relative difference from the unsharded result, each gradient's
+# sharding type and the all-gathers of the compiled gradient. Kernels and biases are plain
+# arrays, never placed on the mesh (their types carry no sharding): the usual way parameters
+# arrive, and the case where lax itself cannot differentiate a convolution.
+
+EXPLICIT_DEVICES = 2
+_B, _H, _H_NHWC = ("d",), (None, None, "d"), (None, "d")
+
+
+def _conv(**kw):
+    return lambda x, w, *b: jaxconv.conv(x, w, *b, **kw)
+
+
+# name -> (op, x shape, weight shapes, x's PartitionSpec); conv_weight_grad's "weight" is dY,
+# split like x.
+EXPLICIT_CASES: dict[str, tuple[Any, tuple, list[tuple], tuple]] = {
+    "direct/batch": (_conv(padding=1, method="direct"), (4, 3, 8, 8), [(4, 3, 3, 3)], _B),
+    "direct/spatial": (_conv(padding=1, method="direct"), (4, 3, 8, 8), [(4, 3, 3, 3)], _H),
+    "direct/stride-groups-bias": (
+        _conv(stride=2, padding=1, groups=3, method="direct"),
+        (4, 6, 8, 8),
+        [(6, 2, 3, 3), (6,)],
+        _B,
+    ),
+    "direct/channels-last-flip-dilated": (
+        _conv(padding="SAME", dilation=2, flip=True, channels_last=True, method="direct"),
+        (4, 8, 8, 3),
+        [(3, 3, 3, 4)],
+        _H_NHWC,
+    ),
+    "matmul/batch": (_conv(method="matmul"), (4, 3, 8, 8), [(4, 3, 1, 1)], _B),
+    "matmul/spatial": (_conv(method="matmul"), (4, 3, 8, 8), [(4, 3, 1, 1)], _H),
+    "matmul/padded-strided-groups-bias": (  # padded: the NaN guard's lax.cond joins two paths
+        _conv(stride=2, padding=1, groups=2, method="matmul"),
+        (4, 4, 8, 8),
+        [(6, 2, 1, 1), (6,)],
+        _B,
+    ),
+    "matmul/strided-groups": (
+        _conv(stride=2, groups=2, method="matmul"),
+        (4, 4, 8, 8),
+        [(6, 2, 1, 1)],
+        _B,
+    ),
+    "matmul/channels-last": (
+        _conv(channels_last=True, method="matmul"),
+        (4, 8, 8, 3),
+        [(1, 1, 3, 4)],
+        _H_NHWC,
+    ),
+    "matmul/3d": (_conv(stride=2, method="matmul"), (4, 3, 4, 4, 4), [(4, 3, 1, 1, 1)], _B),
+    "auto/3x3": (_conv(padding=1), (4, 3, 8, 8), [(4, 3, 3, 3)], _B),
+    "auto/pointwise": (_conv(), (4, 3, 8, 8), [(4, 3, 1, 1)], _H),
+    "auto/depthwise": (_conv(padding=1, groups=8), (4, 8, 8, 8), [(8, 1, 3, 3)], _B),  # shift
+    "auto/9x9": (_conv(padding=4), (4, 3, 16, 16), [(4, 3, 9, 9)], _B),  # fft on one device
+    "conv_transpose": (
+        lambda x, w: jaxconv.conv_transpose(x, w, stride=2, padding=1),
+        (4, 3, 8, 8),
+        [(3, 4, 3, 3)],
+        _B,
+    ),
+    "conv_general_dilated": (
+        lambda x, w: jaxconv.conv_general_dilated(x, w, (1, 1), "SAME"),
+        (4, 3, 8, 8),
+        [(4, 3, 3, 3)],
+        _B,
+    ),
+    "conv_weight_grad": (
+        lambda x, dy: jaxconv.conv_weight_grad(x, dy, (4, 3, 3, 3), padding=1),
+        (4, 3, 8, 8),
+        [(4, 4, 8, 8)],
+        _B,
+    ),
+}
+
+
+# XLA's partitioner gathers x and dY for a grouped convolution's weight gradient (groups ride
+# in the batch dimension there), lax's own gradient included, on any mesh: values only. The
+# padded matmul case holds it too, in its NaN guard's fallback (the direct rules).
+EXPLICIT_GATHERS_LIKE_LAX = {"direct/stride-groups-bias", "matmul/padded-strided-groups-bias"}
+
+
+def _explicit_split(name: str) -> int:
+    """How many leading operands of a case are placed on the mesh, split."""
+    return 2 if name == "conv_weight_grad" else 1
+
+
+def _explicit_mesh():
+    from jax.sharding import AxisType
+
+    return jax.make_mesh((EXPLICIT_DEVICES,), ("d",), axis_types=(AxisType.Explicit,))
+
+
+def _set_mesh(mesh):
+    set_mesh = getattr(jax, "set_mesh", None)  # jax < 0.7: jax.sharding.use_mesh
+    return set_mesh(mesh) if set_mesh is not None else jax.sharding.use_mesh(mesh)
+
+
+def _rel_err(actual, expected) -> float:
+    return max(
+        float(np.max(np.abs(np.asarray(a) - e)) / np.max(np.abs(e)))
+        for a, e in zip(actual, expected, strict=True)
+    )
+
+
+def _explicit_case(name: str, mesh) -> dict:
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    op, x_shape, weight_shapes, spec = EXPLICIT_CASES[name]
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s, np.float32) for s in (x_shape, *weight_shapes)]
+
+    def loss(*arrays):
+        return jnp.sum(jnp.sin(op(*arrays)))
+
+    grad = jax.jit(jax.grad(loss, tuple(range(len(arrays)))))
+    hvp = jax.jit(lambda *a: jax.jvp(grad, a, tuple(jnp.cos(t) for t in a))[1])
+    out: dict = {"case": name}
+    try:
+        expected = [np.asarray(g) for g in grad(*arrays)]
+        expected_hvp = [np.asarray(g) for g in hvp(*arrays)]
+        with _set_mesh(mesh):
+            split = _explicit_split(name)
+            placed = [
+                jax.device_put(a, NamedSharding(mesh, PartitionSpec(*spec))) if i < split else a
+                for i, a in enumerate(arrays)
+            ]
+            got = grad(*placed)
+            got_hvp = hvp(*placed)
+            out["all_gathers"] = all_gathers(grad.lower(*placed).compile().as_text())
+        out["specs"] = [tuple(jax.typeof(g).sharding.spec) for g in got]
+        out["rel_err"] = _rel_err(got, expected)
+        out["hvp_rel_err"] = _rel_err(got_hvp, expected_hvp)
+    except Exception as e:  # reported, so that one failing case does not hide the others
+        out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+    return out
+
+
+def _explicit_refusals(mesh) -> dict:
+    """Each method that cannot run under an explicit mesh, asked for by name: the error."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    x = np.ones((4, 3, 8, 8), np.float32)
+    w = np.ones((3, 1, 3, 3), np.float32)
+    out: dict = {"case": "refusals"}
+    with _set_mesh(mesh):
+        split = jax.device_put(x, NamedSharding(mesh, PartitionSpec("d")))
+        replicated = jax.device_put(x, NamedSharding(mesh, PartitionSpec()))
+        for method in ("fft", "shift"):
+            try:
+                jax.jit(lambda x, m=method: jaxconv.conv(x, w, groups=3, method=m))(split)
+                out[method] = "ran"
+            except Exception as e:
+                out[method] = f"{type(e).__name__}: {e}"
+            # replicated over the explicit mesh: nothing to infer, every method runs
+            y = jax.jit(lambda x, m=method: jaxconv.conv(x, w, groups=3, method=m))(replicated)
+            out[method + "-replicated"] = float(jnp.sum(y))
+    return out
+
+
+def _explicit_main() -> None:
+    mesh = _explicit_mesh()
+    for name in EXPLICIT_CASES:  # one line per case, flushed: a hard crash keeps the others
+        print(json.dumps(_explicit_case(name, mesh)), flush=True)
+    print(json.dumps(_explicit_refusals(mesh)), flush=True)
+
+
+@pytest.fixture(scope="module")
+def explicit_results() -> dict[str, dict]:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={EXPLICIT_DEVICES}")
+    env["JAX_PLATFORMS"] = "cpu"
+    # jax first: imported without it, sharding_cases would ask for its own 4 devices
+    code = (
+        f"import sys; sys.path.insert(0, {str(HELPER.parent)!r}); import jax; "
+        "import test_sharding; test_sharding._explicit_main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {r["case"]: r for r in map(json.loads, proc.stdout.splitlines())}
+
+
+@pytest.mark.parametrize("name", EXPLICIT_CASES)
+def test_explicit_mesh_gradients_equal_unsharded(name, explicit_results):
+    """Gradient and Hessian-vector product under an explicit mesh: the unsharded values,
+    dX split like x, dW (and db) replicated, and no all-gather."""
+    r = explicit_results[name]
+    assert "error" not in r, r["error"]
+    assert r["rel_err"] <= RTOL, r
+    assert r["hvp_rel_err"] <= RTOL, r
+    _, x_shape, _, spec = EXPLICIT_CASES[name]
+    split = _explicit_split(name)
+    for dx_spec in r["specs"][:split]:
+        assert dx_spec == [*spec] + [None] * (len(x_shape) - len(spec)), r["specs"]
+    assert all(p is None for s in r["specs"][split:] for p in s), r["specs"]
+    if name not in EXPLICIT_GATHERS_LIKE_LAX:
+        assert r["all_gathers"] == [], r["all_gathers"]
+
+
+def test_explicit_mesh_refuses_fft_and_shift_by_name_and_says_why(explicit_results):
+    r = explicit_results["refusals"]
+    for method in ("fft", "shift"):
+        assert r[method].startswith(f"ValueError: `method`='{method}' cannot run here: an input"), r
+        assert "sharded along an explicit mesh axis" in r[method]
+        assert "use method='direct', 'matmul' or 'auto'" not in r[method]  # 3x3: no matmul
+        assert "use method='direct' or 'auto'" in r[method]
+        assert r[method + "-replicated"] == pytest.approx(4 * 3 * 6 * 6 * 9)
+
+
+def test_auto_under_an_explicit_mesh_keeps_to_methods_that_run_there():
+    """What conv asks the cost model for when an input is split along an explicit axis:
+    the 9x9 kernel (fft) and the depthwise convolution (shift) go to direct, and the
+    estimates say why the others are out."""
+    for x_shape, w_shape, kw, alone in [
+        ((8, 3, 64, 64), (8, 3, 9, 9), {"padding": 4}, "fft"),
+        ((8, 64, 32, 32), (64, 1, 3, 3), {"padding": 1, "groups": 64}, "shift"),
+        ((8, 64, 32, 32), (128, 64, 1, 1), {}, "matmul"),
+    ]:
+        cfg, _ = conv_config(
+            x_shape,
+            w_shape,
+            stride=1,
+            dilation=1,
+            flip=False,
+            channels_last=False,
+            **{"padding": 0, "groups": 1, **kw},
+        )
+        geo = geometry(x_shape, w_shape, cfg)
+        assert choose_method(geo, devices=1, backend="cpu").method == alone
+        choice = choose_method(geo, devices=1, backend="cpu", explicit_sharding=True)
+        assert choice.method == ("matmul" if alone == "matmul" else "direct"), choice
+        assert "explicit mesh axis: methods that run there only" in choice.reason
+        notes = {e.method: e.note for e in choice.estimates if e.seconds is None}
+        assert notes["fft"] == EXPLICIT_SHARDING_REASON  # fft computes every configuration
+        if alone != "matmul":
+            assert notes[alone] == EXPLICIT_SHARDING_REASON
