@@ -75,6 +75,9 @@ def conv(
         each output's own sum, like ``lax``; ``"fft"``'s error is bounded *relative to the
         largest output* (``4 eps (log2 F + 1)`` for an FFT grid of ``F`` cells), so on a
         high-dynamic-range input the small outputs carry the large ones' absolute error.
+        Under an explicit mesh (an input sharded along ``jax.sharding.AxisType.Explicit``
+        axes, where shardings are part of the types) ``"direct"`` and ``"matmul"`` run and
+        ``"auto"`` keeps to them; the others are refused.
       precision: ``None`` or a ``jax.lax.Precision`` (or its name, or a pair), forwarded to
         XLA. ``jax.lax.Precision.HIGHEST`` (``"highest"``) also keeps ``method="auto"`` to the
         exactly-summing methods (never ``"fft"``); ``"fft"`` and ``"shift"`` always compute in
@@ -93,7 +96,8 @@ def conv(
         narrower than ``x``'s dtype or not floating.
       ValueError: bad stride, dilation, padding, groups or shapes, or a kernel that does not
         fit in the padded input (an empty output: ``conv`` refuses it as PyTorch does, while
-        :func:`jaxconv.conv_general_dilated` follows ``lax`` and returns it).
+        :func:`jaxconv.conv_general_dilated` follows ``lax`` and returns it); a ``method``
+        that cannot compute this configuration, or cannot run under an explicit mesh.
 
     The backward pass is :func:`jaxconv.conv_input_grad`, :func:`jaxconv.conv_weight_grad`
     and a sum for the bias; half-precision gradients accumulate in float32. ``jax.grad``,
