@@ -139,7 +139,10 @@ def windowed_avg(x: jax.Array, cfg: AvgPoolConfig) -> jax.Array:
 
 
 def _avg_pool_fwd(x, cfg):
-    return _avg_pool_forward(x, cfg), None  # linear: the backward needs no residual
+    # Linear: the backward needs no residual. The output is stored once all the same: a
+    # loss that feeds ``y`` back into ``dY`` (the gradient of ``sum(y**2)`` is ``2y``) would
+    # otherwise have XLA recompute the window sum inside every offset of the spreading.
+    return materialized(_avg_pool_forward(x, cfg)), None
 
 
 # Forward:  Y[o] = sum_a X_pad[o*s + a] / D[o]
