@@ -8,7 +8,7 @@ from typing import Any
 
 import jax
 
-__all__ = ["enable_x64", "explicit_mesh", "sharding_of"]
+__all__ = ["enable_x64", "explicit_mesh", "replicated_on", "sharding_of"]
 
 
 @contextlib.contextmanager
@@ -57,3 +57,17 @@ def explicit_mesh(*arrays: Any) -> Any:
             if any(types.get(name) == explicit for name in names if name is not None):
                 return sharding.mesh
     return None
+
+
+def replicated_on(a: jax.Array, mesh: Any) -> jax.Array:
+    """``a`` typed as replicated over ``mesh`` when its type carries no sharding, else ``a``.
+
+    Under an explicit mesh lax's transpose rules give each gradient its primal's sharding
+    and refuse a primal whose type has none (a kernel never placed on the mesh); typed
+    replicated, it differentiates to any order. No data moves: ``a`` is whole everywhere.
+    """
+    if sharding_of(a) is not None:
+        return a
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return jax.sharding.reshard(a, NamedSharding(mesh, PartitionSpec()))

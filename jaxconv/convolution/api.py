@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from .._compat import explicit_mesh
+from .._compat import explicit_mesh, replicated_on
 from ._config import ConvConfig, check_conv_arrays, conv_config
 from .methods import check_method, dispatch, registry
 from .methods.auto import EXPLICIT_SHARDING_REASON, choose_method
@@ -139,8 +139,11 @@ def conv(
         if any(lo or hi for lo, hi in pairs):
             x = pad(x, padding_mode, tuple(cfg.dimension_numbers.lhs_spec[2:]), pairs)
         cfg = dataclasses.replace(cfg, padding=((0, 0),) * nd)
-    if explicit_mesh(x, w, bias) is not None:
+    mesh = explicit_mesh(x, w, bias)
+    if mesh is not None:
         cfg = _explicit_mesh_method(x, w, cfg)
+        x, w = replicated_on(x, mesh), replicated_on(w, mesh)
+        bias = None if bias is None else replicated_on(bias, mesh)
     return dispatch(x, w, bias, cfg)
 
 
