@@ -133,15 +133,16 @@ def conv(
         bias_shape=None if bias is None else bias.shape,
         padding_mode=padding_mode,
     )
+    mesh = explicit_mesh(x, w, bias)
+    if mesh is not None:
+        cfg = _explicit_mesh_method(x, w, cfg)
     if padding_mode != "zeros":
         # The padding was resolved against the unpadded input; pad with the mode (its own
         # VJP folds the copies back), then convolve with no further padding.
         if any(lo or hi for lo, hi in pairs):
             x = pad(x, padding_mode, tuple(cfg.dimension_numbers.lhs_spec[2:]), pairs)
         cfg = dataclasses.replace(cfg, padding=((0, 0),) * nd)
-    mesh = explicit_mesh(x, w, bias)
     if mesh is not None:
-        cfg = _explicit_mesh_method(x, w, cfg)
         x, w = replicated_on(x, mesh), replicated_on(w, mesh)
         bias = None if bias is None else replicated_on(bias, mesh)
     return dispatch(x, w, bias, cfg)
