@@ -22,9 +22,10 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from .._dtypes import compute_dtype
+from .._materialize import materialized
 from ._config import AvgPoolConfig, adaptive_geometry, static_bool
 from ._geometry import AdaptiveGeometry, adaptive_bounds, adaptive_sizes, regular_geometry
-from ._vjp import materialized, spread_blocks, transpose_adaptive_gather, winner_blocks
+from ._vjp import spread_blocks, transpose_adaptive_gather, winner_blocks
 from ._windows import (
     max_and_winner,
     spatial_constant,

@@ -22,9 +22,10 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from .._dtypes import compute_dtype
+from .._materialize import materialized
 from ._config import AvgPoolConfig, LpPoolConfig, avg_pool_config, lp_pool_config
 from ._geometry import PoolGeometry, avg_divisors
-from ._vjp import crop_padding, materialized, place_by_phase, spread_blocks
+from ._vjp import crop_padding, place_by_phase, spread_blocks
 from ._windows import (
     merge_windows,
     pad_spatial,

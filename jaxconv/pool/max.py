@@ -19,9 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from .._materialize import materialized
 from ._config import pool_geometry, static_bool
 from ._geometry import PoolGeometry, first_valid_offsets
-from ._vjp import crop_padding, materialized, place_by_phase, tile_winners, winner_blocks
+from ._vjp import crop_padding, place_by_phase, tile_winners, winner_blocks
 from ._windows import (
     as_blocks,
     max_and_winner,
