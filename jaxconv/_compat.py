@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 
-__all__ = ["enable_x64", "explicit_mesh", "replicated_on", "sharding_of"]
+__all__ = [
+    "enable_x64",
+    "explicit_context_mesh",
+    "explicit_mesh",
+    "on_auto_axes",
+    "replicated_on",
+    "sharding_of",
+]
 
 
 @contextlib.contextmanager
@@ -71,3 +79,61 @@ def replicated_on(a: jax.Array, mesh: Any) -> jax.Array:
     from jax.sharding import NamedSharding, PartitionSpec
 
     return jax.sharding.reshard(a, NamedSharding(mesh, PartitionSpec()))
+
+
+def explicit_context_mesh() -> Any:
+    """The mesh set by ``jax.set_mesh`` when one of its axes is ``Explicit``, else ``None``.
+
+    Under ``vmap`` an operand's type shows the per-example shape only, so a batch split
+    along an explicit axis is invisible to ``explicit_mesh``; the context mesh still says
+    that one may be.
+    """
+    explicit = getattr(getattr(jax.sharding, "AxisType", None), "Explicit", None)
+    get_abstract_mesh = getattr(jax.sharding, "get_abstract_mesh", None)
+    if explicit is None or get_abstract_mesh is None:
+        return None
+    mesh = get_abstract_mesh()
+    if mesh is None or mesh.empty or explicit not in mesh.axis_types:
+        return None
+    return mesh
+
+
+def on_auto_axes(f: Callable[..., Any], *arrays: Any) -> Any:
+    """``f(*arrays)``, run with the axes of an explicit mesh made ``Auto`` when one of
+    ``arrays`` is split along such an axis (``explicit_mesh``) or the context mesh has one
+    (``explicit_context_mesh``: a ``vmap``-ed axis may be split); else plain ``f(*arrays)``,
+    the same program as without this call.
+
+    For ops whose reshapes, slices and pads of a split axis JAX cannot type (a window split
+    off a sharded axis, a one-entry slice of one): inside, XLA's SPMD partitioner places
+    them as on an ``Auto`` mesh -- halo exchanges and all-reduces -- and jit, grad, vmap and
+    higher derivatives see one ``jax.sharding.auto_axes`` call. Each output is typed with
+    the sharding of the first split array, axis by axis, where it has that array's rank
+    and the mesh axes divide its length, and replicated along the other axes (a global
+    pool's length-1 axes, say). Gradients come back sharded like their primals.
+    """
+    mesh = explicit_mesh(*arrays)
+    if mesh is None:
+        mesh = explicit_context_mesh()
+        if mesh is None:
+            return f(*arrays)
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    split = [a for a in arrays if a is not None and explicit_mesh(a) is not None]
+    spec = sharding_of(split[0]).spec if split else PartitionSpec()
+    ndim = split[0].ndim if split else None
+    sizes = dict(mesh.shape)
+    shapes = jax.eval_shape(f, *(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in arrays))
+
+    def out_sharding(out: Any) -> Any:
+        parts: list[Any] = [None] * len(out.shape)
+        if len(out.shape) == ndim:
+            for axis, part in enumerate(spec):
+                names = part if isinstance(part, tuple) else (part,)
+                ways = math.prod(sizes[n] for n in names if n is not None)
+                if part is not None and out.shape[axis] % ways == 0:
+                    parts[axis] = part
+        return NamedSharding(mesh, PartitionSpec(*parts))
+
+    shardings = jax.tree.map(out_sharding, shapes)
+    return jax.sharding.auto_axes(f, out_sharding=shardings)(*arrays)

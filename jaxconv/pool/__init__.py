@@ -10,6 +10,11 @@ indices) and :mod:`._vjp` (routing gradients back per stride phase or through an
 gather). A new pooling op goes in the module of its family, or a new one re-exported here,
 built from those pieces; the loop oracles and Hypothesis strategies that check it live with
 the verification tools, not here.
+
+Under an explicit mesh (``jax.sharding.AxisType.Explicit``) each public op runs its body
+through ``jaxconv._compat.on_auto_axes``: the mesh axes are ``Auto`` inside, where XLA places
+the window splits and slices of a split batch or spatial axis, and the outputs come back split
+like the input where the mesh divides their length.
 """
 
 from __future__ import annotations

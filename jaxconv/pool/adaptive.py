@@ -21,6 +21,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from .._compat import on_auto_axes
 from .._dtypes import compute_dtype
 from .._materialize import materialized
 from ._config import AvgPoolConfig, adaptive_geometry, static_bool
@@ -97,11 +98,14 @@ def adaptive_avg_pool(
       Array([[[1., 3.]]], dtype=float32)
     """
     geom = adaptive_geometry(x, output_size, channels_last)
-    x = jnp.asarray(x)
     regular = regular_geometry(geom)
-    if regular is not None:
-        return windowed_avg(x, AvgPoolConfig(regular, True, None))
-    return _adaptive_avg_pool(x, geom)
+
+    def pool(x: jax.Array) -> jax.Array:
+        if regular is not None:
+            return windowed_avg(x, AvgPoolConfig(regular, True, None))
+        return _adaptive_avg_pool(x, geom)
+
+    return on_auto_axes(pool, jnp.asarray(x))
 
 
 def _adaptive_counts(geom: AdaptiveGeometry, ndim: int, dtype: Any) -> jax.Array:
@@ -184,7 +188,15 @@ def adaptive_max_pool(
     """
     return_indices = static_bool(return_indices, "return_indices")
     geom = adaptive_geometry(x, output_size, channels_last)
-    x = jnp.asarray(x)
+    return on_auto_axes(
+        partial(_adaptive_max_pool_on, geom=geom, return_indices=return_indices), jnp.asarray(x)
+    )
+
+
+def _adaptive_max_pool_on(
+    x: jax.Array, geom: AdaptiveGeometry, return_indices: bool
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """``adaptive_max_pool`` on a validated geometry."""
     regular = regular_geometry(geom)
     if regular is not None:
         y, winner = windowed_max(x, regular)

@@ -21,6 +21,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from .._compat import on_auto_axes
 from .._dtypes import compute_dtype
 from .._materialize import materialized
 from ._config import AvgPoolConfig, LpPoolConfig, avg_pool_config, lp_pool_config
@@ -93,7 +94,7 @@ def avg_pool(
     cfg = avg_pool_config(
         x, window, stride, padding, ceil_mode, count_include_pad, divisor_override, channels_last
     )
-    return windowed_avg(jnp.asarray(x), cfg)
+    return on_auto_axes(lambda x: windowed_avg(x, cfg), jnp.asarray(x))
 
 
 def _avg_divisor(cfg: AvgPoolConfig, ndim: int, dtype: Any) -> jax.Array:
@@ -254,7 +255,11 @@ def lp_pool(
       Array([[[5., 1.]]], dtype=float32)
     """
     cfg = lp_pool_config(x, p, window, stride, ceil_mode, channels_last)
-    x = jnp.asarray(x)
+    return on_auto_axes(lambda x: _lp_pool_on(x, cfg), jnp.asarray(x))
+
+
+def _lp_pool_on(x: jax.Array, cfg: LpPoolConfig) -> jax.Array:
+    """``lp_pool`` on a validated config."""
     if math.isinf(cfg.p):
         # PyTorch's special cases, differentiated by JAX through _abs (sign rule). Entries no
         # window reads are zeroed first, so a NaN there cannot reach the gradient as NaN * 0.

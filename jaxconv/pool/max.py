@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from .._compat import on_auto_axes
 from .._materialize import materialized
 from ._config import pool_geometry, static_bool
 from ._geometry import PoolGeometry, first_valid_offsets
@@ -98,8 +99,12 @@ def max_pool(
     geom = pool_geometry(
         x, window, stride, padding, dilation, ceil_mode=ceil_mode, channels_last=channels_last
     )
-    y, winner = windowed_max(jnp.asarray(x), geom)
-    return (y, winner_indices(winner, geom)) if return_indices else y
+
+    def pool(x: jax.Array) -> jax.Array | tuple[jax.Array, jax.Array]:
+        y, winner = windowed_max(x, geom)
+        return (y, winner_indices(winner, geom)) if return_indices else y
+
+    return on_auto_axes(pool, jnp.asarray(x))
 
 
 def winner_indices(winner: jax.Array, geom: PoolGeometry) -> jax.Array:

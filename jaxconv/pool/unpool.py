@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from .._compat import on_auto_axes
 from ._config import UnpoolConfig, unpool_config
 
 __all__ = ["max_unpool", "max_unpool_values_grad"]
@@ -58,9 +59,12 @@ def max_unpool(
       Array([[[0., 6., 8., 0.]]], dtype=float32)
     """
     cfg = unpool_config(y, indices, output_size, channels_last)
-    y = jnp.asarray(y)
-    flat_index, kept = _unpool_targets(jnp.asarray(indices).astype(jnp.int32), cfg)
-    return _max_unpool(y, flat_index, kept, cfg)
+
+    def unpool(y: jax.Array, indices: jax.Array) -> jax.Array:
+        flat_index, kept = _unpool_targets(indices.astype(jnp.int32), cfg)
+        return _max_unpool(y, flat_index, kept, cfg)
+
+    return on_auto_axes(unpool, jnp.asarray(y), jnp.asarray(indices))
 
 
 def _to_planes(a: jax.Array, channels_last: bool) -> jax.Array:
