@@ -463,3 +463,169 @@ def test_auto_under_an_explicit_mesh_keeps_to_methods_that_run_there():
         assert notes["fft"] == EXPLICIT_SHARDING_REASON  # fft computes every configuration
         if alone != "matmul":
             assert notes[alone] == EXPLICIT_SHARDING_REASON
+
+
+# --- the pools under an explicit mesh
+#
+# Their window splits, one-entry slices and pads of a split axis have no sharding JAX can
+# infer, so each pool runs with the explicit axes made Auto inside (`_compat.on_auto_axes`):
+# the partitioner then places them as on an Auto mesh. `_explicit_pool_main` runs in a fresh
+# process with 2 host devices, as above: for each case the forward outputs (winner indices
+# too), `jax.grad` of a small loss, a Hessian-vector product and the gradient of the
+# gradient's norm, with `x` split along the batch or along a spatial axis, against the
+# unsharded results; each output's and dX's sharding type; the compiled gradient's all-gathers.
+
+
+def _unpooled(x):
+    return jaxconv.max_unpool(*jaxconv.max_pool(x, 2, return_indices=True), x.shape[2:])
+
+
+_NCHW = (4, 3, 8, 8)
+# name -> (op, x shape, x's PartitionSpec)
+EXPLICIT_POOL_CASES: dict[str, tuple[Any, tuple, tuple]] = {
+    **{
+        f"{name}/{split}": (op, _NCHW, spec)
+        for name, op in {
+            "max_pool/2x2": lambda x: jaxconv.max_pool(x, 2),
+            "max_pool/3x3-s2-p1-indices": lambda x: jaxconv.max_pool(
+                x, 3, 2, 1, return_indices=True
+            ),
+            "max_pool/3x3-s1-d2-ceil": lambda x: jaxconv.max_pool(
+                x, 3, 1, 1, dilation=2, ceil_mode=True
+            ),
+            "avg_pool/2x2": lambda x: jaxconv.avg_pool(x, 2),
+            "avg_pool/3x3-s1-p1-exclude-pad": lambda x: jaxconv.avg_pool(
+                x, 3, 1, 1, count_include_pad=False
+            ),
+            "lp_pool/p2": lambda x: jaxconv.lp_pool(x, 2.0, 2),
+            "lp_pool/p-inf": lambda x: jaxconv.lp_pool(x, -float("inf"), 2),
+            "adaptive_avg_pool/4": lambda x: jaxconv.adaptive_avg_pool(x, 4),  # tiling
+            "adaptive_avg_pool/3": lambda x: jaxconv.adaptive_avg_pool(x, 3),  # a gather
+            "adaptive_avg_pool/1": lambda x: jaxconv.adaptive_avg_pool(x, 1),  # global
+            "adaptive_max_pool/3-indices": lambda x: jaxconv.adaptive_max_pool(x, 3, True),
+            "adaptive_max_pool/4": lambda x: jaxconv.adaptive_max_pool(x, 4),
+            "max_unpool": _unpooled,
+        }.items()
+        for split, spec in (("batch", _B), ("H", _H))
+    },
+    "max_pool/channels-last/H": (
+        lambda x: jaxconv.max_pool(x, 3, 2, 1, channels_last=True),
+        (4, 8, 8, 3),
+        _H_NHWC,
+    ),
+    "avg_pool/3d/D": (lambda x: jaxconv.avg_pool(x, 2), (4, 3, 4, 4, 4), _H),
+    "max_pool/64-global/batch": (lambda x: jaxconv.max_pool(x, 8), _NCHW, _B),  # blocks
+    # under vmap the split batch is not in the pool's operand types, only in the context mesh
+    "avg_pool/vmap/batch": (
+        lambda x: jax.vmap(lambda e: jaxconv.avg_pool(e[None], 2)[0])(x),
+        _NCHW,
+        _B,
+    ),
+    "max_pool/vmap/batch": (
+        lambda x: jax.vmap(lambda e: jaxconv.max_pool(e[None], 3, 2, 1)[0])(x),
+        _NCHW,
+        _B,
+    ),
+}
+
+
+def _explicit_out_spec(x_spec: tuple, out_shape: tuple) -> list:
+    """x's spec on each axis the 2 devices divide, replicated on the others."""
+    spec = [*x_spec] + [None] * (len(out_shape) - len(x_spec))
+    return [p if n % EXPLICIT_DEVICES == 0 else None for p, n in zip(spec, out_shape, strict=True)]
+
+
+def _explicit_pool_case(name: str, mesh) -> dict:
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    op, x_shape, spec = EXPLICIT_POOL_CASES[name]
+    x = np.random.default_rng(0).standard_normal(x_shape, np.float32)  # distinct: no ties
+
+    def loss(x):
+        outs = jax.tree.leaves(op(x))
+        return sum(jnp.sum(jnp.sin(y)) for y in outs if jnp.issubdtype(y.dtype, jnp.floating))
+
+    forward = jax.jit(lambda x: jax.tree.leaves(op(x)))
+    grad = jax.jit(jax.grad(loss))
+    second = {
+        "hvp": jax.jit(lambda x: jax.jvp(jax.grad(loss), (x,), (jnp.cos(x),))[1]),
+        "grad_of_grad_norm": jax.jit(jax.grad(lambda x: jnp.sum(jax.grad(loss)(x) ** 2))),
+    }
+    out: dict = {"case": name}
+    try:
+        expected_y = [np.asarray(y) for y in forward(x)]
+        expected = {"grad": np.asarray(grad(x))}
+        expected.update({k: np.asarray(f(x)) for k, f in second.items()})
+        with _set_mesh(mesh):
+            placed = jax.device_put(x, NamedSharding(mesh, PartitionSpec(*spec)))
+            ys = forward(placed)
+            got = {"grad": grad(placed), **{k: f(placed) for k, f in second.items()}}
+            out["all_gathers"] = all_gathers(grad.lower(placed).compile().as_text())
+        out["y_specs"] = [list(jax.typeof(y).sharding.spec) for y in ys]
+        out["y_shapes"] = [list(y.shape) for y in ys]
+        # winner indices exactly; sums to rounding (a split window sum adds in another order)
+        out["y_rel_err"] = [
+            _rel_err([y], [e])
+            if np.issubdtype(e.dtype, np.floating)
+            else float(not np.array_equal(np.asarray(y), e))
+            for y, e in zip(ys, expected_y, strict=True)
+        ]
+        out["dx_spec"] = list(jax.typeof(got["grad"]).sharding.spec)
+        for k, g in got.items():
+            out[k + "_rel_err"] = _rel_err([g], [expected[k]])
+    except Exception as e:  # reported, so that one failing case does not hide the others
+        out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+    return out
+
+
+def _explicit_pool_main() -> None:
+    mesh = _explicit_mesh()
+    for name in EXPLICIT_POOL_CASES:
+        print(json.dumps(_explicit_pool_case(name, mesh)), flush=True)
+
+
+@pytest.fixture(scope="module")
+def explicit_pool_results() -> dict[str, dict]:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={EXPLICIT_DEVICES}")
+    env["JAX_PLATFORMS"] = "cpu"
+    code = (
+        f"import sys; sys.path.insert(0, {str(HELPER.parent)!r}); import jax; "
+        "import test_sharding; test_sharding._explicit_pool_main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {r["case"]: r for r in map(json.loads, proc.stdout.splitlines())}
+
+
+@pytest.mark.parametrize("name", EXPLICIT_POOL_CASES)
+def test_explicit_mesh_pools_equal_unsharded(name, explicit_pool_results):
+    """Forward, gradient, forward-over-reverse and reverse-over-reverse under an explicit
+    mesh: the unsharded values; outputs split like x where 2 divides their length; dX split
+    like x; no all-gather (but max_unpool along H: see below)."""
+    r = explicit_pool_results[name]
+    assert "error" not in r, r["error"]
+    assert max(r["y_rel_err"]) <= RTOL, r
+    for k in ("grad", "hvp", "grad_of_grad_norm"):
+        assert r[k + "_rel_err"] <= RTOL, r
+    _, x_shape, spec = EXPLICIT_POOL_CASES[name]
+    for y_spec, y_shape in zip(r["y_specs"], r["y_shapes"], strict=True):
+        assert y_spec == _explicit_out_spec(spec, tuple(y_shape)), r
+    assert r["dx_spec"] == _explicit_out_spec(spec, x_shape), r
+    if name != "max_unpool/H":
+        assert r["all_gathers"] == [], r["all_gathers"]
+    else:  # the pooled values travel (data, not geometry), never the unpooled gradient
+        pooled = math.prod(x_shape) // 4
+        for gather in r["all_gathers"]:
+            dims = gather.split("[")[1].split("]")[0].split(",")
+            assert math.prod(int(d) for d in dims) <= pooled, r["all_gathers"]
+
+
+def test_explicit_mesh_pool_output_of_odd_length_is_replicated_along_it(explicit_pool_results):
+    """adaptive 3 and 1 of an H split over 2 devices: H cannot stay split, the rest does."""
+    for name in ("adaptive_avg_pool/3/H", "adaptive_avg_pool/1/H", "adaptive_max_pool/3-indices/H"):
+        r = explicit_pool_results[name]
+        assert "error" not in r, r["error"]
+        assert all(s == [None, None, None, None] for s in r["y_specs"]), r
+        assert r["dx_spec"] == [None, None, "d", None], r
