@@ -391,20 +391,26 @@ def _explicit_main() -> None:
     print(json.dumps(_explicit_refusals(mesh)), flush=True)
 
 
-@pytest.fixture(scope="module")
-def explicit_results() -> dict[str, dict]:
+def _explicit_run(main: str) -> dict[str, dict]:
+    """Run ``test_sharding.<main>()`` in a fresh process with EXPLICIT_DEVICES host devices;
+    its JSON lines, by case name."""
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={EXPLICIT_DEVICES}")
     env["JAX_PLATFORMS"] = "cpu"
     # jax first: imported without it, sharding_cases would ask for its own 4 devices
     code = (
         f"import sys; sys.path.insert(0, {str(HELPER.parent)!r}); import jax; "
-        "import test_sharding; test_sharding._explicit_main()"
+        f"import test_sharding; test_sharding.{main}()"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {r["case"]: r for r in map(json.loads, proc.stdout.splitlines())}
+
+
+@pytest.fixture(scope="module")
+def explicit_results() -> dict[str, dict]:
+    return _explicit_run("_explicit_main")
 
 
 @pytest.mark.parametrize("name", EXPLICIT_CASES)
@@ -586,17 +592,7 @@ def _explicit_pool_main() -> None:
 
 @pytest.fixture(scope="module")
 def explicit_pool_results() -> dict[str, dict]:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={EXPLICIT_DEVICES}")
-    env["JAX_PLATFORMS"] = "cpu"
-    code = (
-        f"import sys; sys.path.insert(0, {str(HELPER.parent)!r}); import jax; "
-        "import test_sharding; test_sharding._explicit_pool_main()"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return {r["case"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    return _explicit_run("_explicit_pool_main")
 
 
 @pytest.mark.parametrize("name", EXPLICIT_POOL_CASES)
