@@ -248,7 +248,17 @@ def _weight_taps(x_g: jax.Array, dy_g: jax.Array, plan: ShiftPlan) -> jax.Array:
         # A variadic reduction has no all-reduce form: XLA's SPMD partitioner gathers the
         # devices' partial sums instead. Plain sums of the stacked taps all-reduce.
         return jnp.sum(jnp.stack(terms, axis=-1), axis=axes)
+    if plan.last and len(terms) <= _PER_IMAGE_TAPS:
+        # Channels-last, XLA's CPU reduction over (N, *out) with C innermost is slow; each
+        # image's output positions first, then the batch: dW of the 3x3 depthwise layers of
+        # the benchmark networks 1.3-2.2x faster (MobileNet NHWC step -9%). With 49 taps
+        # (ConvNeXt's 7x7) the K per-image partial sums cost more than they save (+15%).
+        per_image = _sums(tuple(terms), tuple(range(1, 1 + nd)))
+        return jnp.sum(jnp.stack(per_image, axis=-1), axis=0)
     return jnp.stack(_sums(tuple(terms), axes), axis=-1)
+
+
+_PER_IMAGE_TAPS = 9
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
