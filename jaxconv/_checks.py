@@ -29,19 +29,21 @@ __all__ = [
 ]
 
 
-def _plain(value: Any, name: str) -> Any:
+def _plain(value: Any, name: str, what: str = "Python ints", shown: Any = None) -> Any:
     """NumPy (and concrete JAX) integer arrays and scalars as plain Python ints and lists,
     so every helper below accepts ``np.array([1, 1])`` wherever it accepts ``[1, 1]``.
 
-    A traced value cannot be a static argument: that gets its own message.
+    A traced value cannot be a static argument: that gets its own message, naming ``what``
+    is expected and showing ``shown`` (default: ``value``), the argument as passed.
     """
     if isinstance(value, jax.Array):
         try:
             value = np.asarray(value)
         except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
             raise TypeError(
-                f"`{name}` must be static (Python ints, not a traced array: under jax.jit "
-                f"mark it with static_argnums/static_argnames), got {value!r}"
+                f"`{name}` must be static ({what}, not a traced array: under jax.jit "
+                f"mark it with static_argnums/static_argnames), "
+                f"got {value if shown is None else shown!r}"
             ) from None
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()  # floats stay floats and bools stay bools: refused below
@@ -255,17 +257,7 @@ def check_static(value: Any, name: str, what: str = "Python ints") -> Any:
     """
 
     def plain(v: Any) -> Any:
-        if isinstance(v, jax.Array):
-            try:
-                v = np.asarray(v)
-            except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-                raise TypeError(
-                    f"`{name}` must be static ({what}, not a traced array: under jax.jit "
-                    f"mark it with static_argnums/static_argnames), got {value!r}"
-                ) from None
-        if isinstance(v, np.ndarray | np.generic):
-            return v.tolist()
-        return v
+        return _plain(v, name, what, shown=value)
 
     if isinstance(value, tuple):
         return tuple(plain(v) for v in value)

@@ -13,9 +13,8 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from .._compat import explicit_mesh, replicated_on
-from ._config import ConvConfig, check_conv_arrays, conv_config
-from .methods import check_method, dispatch, registry
-from .methods.auto import EXPLICIT_SHARDING_REASON, choose_method
+from ._config import check_conv_arrays, conv_config
+from .methods import check_method, dispatch, resolve_method
 from .methods.plan import geometry
 from .padding_modes import pad
 
@@ -135,7 +134,11 @@ def conv(
     )
     mesh = explicit_mesh(x, w, bias)
     if mesh is not None:
-        cfg = _explicit_mesh_method(x, w, cfg)
+        # Decided before a padding mode pads x, so an unsuitable method= is the ValueError
+        # whatever the pad does with the sharding; the sharding is in the inputs' types.
+        geo = geometry(x.shape, w.shape, cfg)
+        method = resolve_method(geo, x.dtype, cfg, explicit_sharding=True)
+        cfg = dataclasses.replace(cfg, method=method)
     if padding_mode != "zeros":
         # The padding was resolved against the unpadded input; pad with the mode (its own
         # VJP folds the copies back), then convolve with no further padding.
@@ -146,25 +149,3 @@ def conv(
         x, w = replicated_on(x, mesh), replicated_on(w, mesh)
         bias = None if bias is None else replicated_on(bias, mesh)
     return dispatch(x, w, bias, cfg)
-
-
-def _explicit_mesh_method(x: jax.Array, w: jax.Array, cfg: ConvConfig) -> ConvConfig:
-    """``cfg`` with a method that runs on inputs sharded along explicit mesh axes: ``auto``
-    resolved among those (the sharding is in the inputs' types, so known at trace time);
-    an explicit request for another refused."""
-    geo = geometry(x.shape, w.shape, cfg)
-    if cfg.method == "auto":
-        choice = choose_method(geo, x.dtype, exact_only=cfg.exact_only, explicit_sharding=True)
-        return dataclasses.replace(cfg, method=choice.method)
-    if not registry.get(cfg.method).explicit_sharding:
-        able = [
-            repr(name)
-            for name in registry.names()
-            if registry.get(name).explicit_sharding and registry.get(name).supports(geo) is None
-        ]
-        raise ValueError(
-            f"`method`={cfg.method!r} cannot run here: {EXPLICIT_SHARDING_REASON}; use "
-            f"method={', '.join(able)} or 'auto', or reshard the input (jax.sharding.reshard) "
-            "to replicated"
-        )
-    return cfg

@@ -221,6 +221,22 @@ class PoolGeometry:
         return math.prod(self.window)
 
     @property
+    def per_dim(self) -> tuple[tuple[int, int, int, int, int, int], ...]:
+        """``(L, out, k, s, p, d)`` per spatial dimension: the arguments of the per-axis
+        functions above (:func:`read_positions`, :func:`first_valid_offsets`)."""
+        return tuple(
+            zip(
+                self.in_size,
+                self.out_size,
+                self.window,
+                self.stride,
+                self.padding,
+                self.dilation,
+                strict=True,
+            )
+        )
+
+    @property
     def non_overlapping(self) -> bool:
         """Windows tile the padded input exactly once: ``s == k`` and ``d == 1`` everywhere."""
         return all(s == k for s, k in zip(self.stride, self.window, strict=True)) and all(

@@ -81,18 +81,7 @@ def pad_spatial(x: jax.Array, geom: PoolGeometry, value: float) -> jax.Array:
 def read_mask(geom: PoolGeometry, ndim: int) -> jax.Array | None:
     """Which input positions some window reads, shaped to broadcast against an ``ndim``
     array; ``None`` when every position is read (the common case: nothing to mask)."""
-    per_dim = [
-        np.asarray(read_positions(*args), dtype=bool)
-        for args in zip(
-            geom.in_size,
-            geom.out_size,
-            geom.window,
-            geom.stride,
-            geom.padding,
-            geom.dilation,
-            strict=True,
-        )
-    ]
+    per_dim = [np.asarray(read_positions(*args), dtype=bool) for args in geom.per_dim]
     if all(r.all() for r in per_dim):
         return None
     mask = np.ones((), dtype=bool)

@@ -150,17 +150,7 @@ def _max_pool_forward(x: jax.Array, geom: PoolGeometry) -> tuple[jax.Array, jax.
 def _first_valid_codes(geom: PoolGeometry) -> np.ndarray:
     """Per output position, the code of its window's first in-bounds offset."""
     codes = np.zeros(geom.out_size, dtype=np.int64)
-    for i, (n, o, k, s, p, d) in enumerate(
-        zip(
-            geom.in_size,
-            geom.out_size,
-            geom.window,
-            geom.stride,
-            geom.padding,
-            geom.dilation,
-            strict=True,
-        )
-    ):
+    for i, (n, o, k, s, p, d) in enumerate(geom.per_dim):
         shape = [1] * geom.rank
         shape[i] = o
         firsts = np.asarray(first_valid_offsets(n, o, k, s, p, d)).reshape(shape)

@@ -238,6 +238,9 @@ def _sums_jvp(axes, primals, tangents):
     return _sums(terms, axes), tuple(jnp.sum(t, axis=axes) for t in dterms)
 
 
+_PER_IMAGE_TAPS = 9  # channels-last dW: kernels up to 3x3 sum per image first (below)
+
+
 def _weight_taps(x_g: jax.Array, dy_g: jax.Array, plan: ShiftPlan) -> jax.Array:
     """``(G, Og, Cg, K)``: per tap, ``sum_{n,i} xp[n,g,c,S*i + D*a] dy[n,g,o,i]``."""
     nd = plan.geo.ndim
@@ -256,9 +259,6 @@ def _weight_taps(x_g: jax.Array, dy_g: jax.Array, plan: ShiftPlan) -> jax.Array:
         per_image = _sums(tuple(terms), tuple(range(1, 1 + nd)))
         return jnp.sum(jnp.stack(per_image, axis=-1), axis=0)
     return jnp.stack(_sums(tuple(terms), axes), axis=-1)
-
-
-_PER_IMAGE_TAPS = 9
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
