@@ -8,7 +8,9 @@ entry (``supports``, ``cost``, ``run``), registered below:
 - ``"shift"`` (:mod:`.shift`): depthwise and small grouped convolutions as sums of shifted,
   per-channel-scaled slices;
 - ``"matmul"`` (:mod:`.matmul`): pointwise (1x1) convolutions as channel matrix products in
-  the caller's layout.
+  the caller's layout;
+- ``"im2col"`` (:mod:`.im2col`): any kernel as one channel matrix product per kernel tap
+  (implicit im2col: the patch matrix is never built).
 
 :func:`dispatch` builds the static :class:`~.plan.MethodPlan` once per call, resolves
 ``"auto"`` with the cost model of :mod:`.auto`, and runs the method. To add a method, write
@@ -25,7 +27,7 @@ import jax
 
 from ..._checks import check_choice
 from .._config import ConvConfig
-from . import direct, fft, matmul, shift
+from . import direct, fft, im2col, matmul, shift
 from .auto import EXPLICIT_SHARDING_REASON, choose_method
 from .plan import Geometry, MethodPlan, geometry
 from .registry import Method, get, names, register, unregister
@@ -44,6 +46,7 @@ register(direct.METHOD)
 register(fft.METHOD)
 register(shift.METHOD)
 register(matmul.METHOD)
+register(im2col.METHOD)
 
 
 def check_method(method: object) -> str:

@@ -1,0 +1,364 @@
+"""``method="im2col"``: a convolution as matrix products, one per kernel tap (implicit im2col).
+
+im2col writes every window of the input as a row of a patch matrix, so the convolution is
+one matrix product with the kernel. This method multiplies that matrix one column block at
+a time and never builds it: tap ``a`` (a kernel offset) reads the input window ``Xa``, a
+strided slice of the zero-padded input, and contributes one channel matrix product. Per
+group (``Cg`` input, ``Og`` output channels), with ``Xp`` the padded input, stride ``S``,
+dilation ``D`` and ``i`` the output pixels (one spatial axis shown; the others are alike)::
+
+    Xa[n,i,c]    = Xp[n, S*i + D*a, c]                               (the tap's window)
+    Forward:  Y[n,i,o]   = sum_a sum_c Xa[n,i,c] W[a,c,o]           (Y = sum_a Xa @ W[a])
+    dL/dW:    dW[a,c,o]  = sum_{n,i} Xa[n,i,c] dY[n,i,o]            (dW[a] = Xa^T @ dY)
+    dL/dX:    dXp[n, S*i + D*a, c] += sum_o dY[n,i,o] W[a,c,o]      (the window's adjoint:
+              dY @ W[a]^T placed back on the tap's cells, zeros between strided cells),
+              then the padding cropped
+
+Every product contracts the channel axis, which XLA:CPU's matrix kernels want innermost, so
+the method computes channels-last: a channels-first array moves to channels-last on the way
+in and back on the way out (the moves fuse into the slices and the tap sums). The K
+products of a pass are summed in one fused loop, stored once (:func:`materialized`), so the
+next layer's consumers read one array rather than re-adding K partial products each. The
+backward re-slices ``x`` after ``dY`` exists (``materialized(after=dY)``): otherwise XLA
+merges the backward's K windows of ``x`` with the forward's and keeps them all alive from
+the forward to the backward (measured: 3-5x a network's activation memory). Every step is
+a pad, a slice, a transpose, a reshape or an ``einsum``, which JAX differentiates in both
+modes.
+
+It pays for its speed in passes: each tap's window is a copy of the input and each tap's
+product a copy of the output, so for few input channels (a 3-channel stem) the copies
+outweigh XLA's convolution; the cost model charges them. The traced program has ``O(K)``
+operations: at most :data:`MAX_TAPS` kernel taps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ..._dtypes import accumulation_dtype
+from ..._materialize import materialized
+from ..grads import bias_grad, weight_grad
+from .plan import Geometry, MethodPlan, all_finite, plain_conv_reason
+from .registry import Cost, Method
+
+__all__ = ["CALIBRATION", "MAX_TAPS", "METHOD", "im2col_unsupported_reason"]
+
+MAX_TAPS = 125
+
+
+def im2col_unsupported_reason(g: Geometry) -> str | None:
+    """Why ``method="im2col"`` refuses ``g`` (``None`` when it computes it)."""
+    plain = plain_conv_reason(g)
+    if plain is not None:
+        return plain
+    if g.taps == 1:
+        return "it leaves one-tap (pointwise) kernels to method='matmul' (one product, no moves)"
+    if g.taps > MAX_TAPS:
+        return f"it handles kernels of at most {MAX_TAPS} taps, got {g.taps} ({g.kernel})"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class TapRange:
+    """Where one kernel tap meets the input, per spatial axis: outputs ``i0 <= i < i1`` read
+    input cells ``q0 + S*(i - i0)``, all in bounds (the others read padding)."""
+
+    i0: tuple[int, ...]
+    i1: tuple[int, ...]
+    q0: tuple[int, ...]
+
+    @property
+    def empty(self) -> bool:
+        return any(b <= a for a, b in zip(self.i0, self.i1, strict=True))
+
+
+def tap_range(g: Geometry, tap: tuple[int, ...]) -> TapRange:
+    """The :class:`TapRange` of ``tap``: output ``i`` reads ``q = S*i + D*a - P`` and keeps
+    ``0 <= q < L``."""
+    i0, i1, q0 = [], [], []
+    for n, o, s, d, (lo, _), a in zip(
+        g.spatial, g.out, g.strides, g.dilations, g.padding, tap, strict=True
+    ):
+        first = max(0, -((d * a - lo) // s))  # ceil((P - D*a) / S), at least 0
+        last = min(o, (n - 1 + lo - d * a) // s + 1)  # one past floor((L-1+P-D*a) / S)
+        i0.append(first)
+        i1.append(max(first, last))
+        q0.append(s * first + d * a - lo)
+    return TapRange(tuple(i0), tuple(i1), tuple(q0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Im2colPlan(MethodPlan):
+    """Everything static about one tap-by-tap product: resolved once. Internally every array
+    is channels-last, ``(N, *S, C)``, and the kernel is ``(K, G, Cg, Og)``."""
+
+    @property
+    def axes(self) -> tuple[int, ...]:
+        """Spatial axes of a channels-last array."""
+        return tuple(range(1, 1 + self.geo.ndim))
+
+    @property
+    def taps(self) -> list[tuple[int, TapRange]]:
+        """``(t, range)`` of every tap that reads at least one input cell."""
+        g = self.geo
+        ranges = (tap_range(g, tap) for tap in itertools.product(*(range(k) for k in g.kernel)))
+        return [(t, r) for t, r in enumerate(ranges) if not r.empty]
+
+    def to_last(self, a: jax.Array) -> jax.Array:
+        """The caller's ``(N, C, *S)`` as ``(N, *S, C)`` (identity when already channels-last)."""
+        if self.cfg.channels_last:
+            return a
+        return lax.transpose(a, (0, *range(2, a.ndim), 1))
+
+    def from_last(self, a: jax.Array) -> jax.Array:
+        """Inverse of :meth:`to_last`."""
+        if self.cfg.channels_last:
+            return a
+        return lax.transpose(a, (0, a.ndim - 1, *range(1, a.ndim - 1)))
+
+    def grouped(self, a: jax.Array) -> jax.Array:
+        """A channels-last array with its channel axis split into ``(G, C // G)`` (kept whole
+        for one group: a group axis is a batch axis of the product, which XLA moves to the
+        front, copying both operands and the result)."""
+        if self.geo.groups == 1:
+            return a
+        return a.reshape((*a.shape[:-1], self.geo.groups, a.shape[-1] // self.geo.groups))
+
+    def ungrouped(self, a: jax.Array) -> jax.Array:
+        """Inverse of :meth:`grouped`."""
+        return a if self.geo.groups == 1 else a.reshape((*a.shape[:-2], -1))
+
+    def spec(self, spec: str) -> str:
+        """An einsum spec over grouped arrays, without its group letter for one group."""
+        return spec.replace("g", "") if self.geo.groups == 1 else spec
+
+    def tap(self, k: jax.Array, t: int) -> jax.Array:
+        """Tap ``t``'s ``(G, Cg, Og)`` matrices (``(Cg, Og)`` for one group)."""
+        return k[t, 0] if self.geo.groups == 1 else k[t]
+
+
+def _kernel(w: jax.Array, plan: Im2colPlan) -> jax.Array:
+    """The caller's kernel as per-tap matrices ``(K, G, Cg, Og)``, flip applied."""
+    g, nd = plan.geo, plan.geo.ndim
+    if plan.cfg.channels_last:  # (*K, Cg, G*Og)
+        k = w.reshape((g.taps, g.c_in_g, g.groups, g.c_out_g)).transpose(0, 2, 1, 3)
+    else:  # (G*Og, Cg, *K)
+        k = w.reshape((g.groups, g.c_out_g, g.c_in_g, g.taps)).transpose(3, 0, 2, 1)
+    if plan.cfg.flip:  # tap a of the flipped kernel is tap K-1-a of w
+        k = lax.rev(k.reshape(g.kernel + k.shape[1:]), tuple(range(nd))).reshape(k.shape)
+    return k
+
+
+def _kernel_back(dk: jax.Array, plan: Im2colPlan) -> jax.Array:
+    """Inverse of :func:`_kernel`: ``(K, G, Cg, Og)`` -> the caller's kernel layout."""
+    g, nd = plan.geo, plan.geo.ndim
+    if plan.cfg.flip:
+        dk = lax.rev(dk.reshape(g.kernel + dk.shape[1:]), tuple(range(nd))).reshape(dk.shape)
+    if plan.cfg.channels_last:
+        return dk.transpose(0, 2, 1, 3).reshape(g.kernel + (g.c_in_g, g.c_out))
+    return dk.transpose(1, 3, 2, 0).reshape((g.c_out, g.c_in_g) + g.kernel)
+
+
+def _input_window(x_l: jax.Array, plan: Im2colPlan, r: TapRange) -> jax.Array:
+    """The input cells tap ``r`` reads, ``(N, *(i1 - i0), C)``: a strided slice of ``x``."""
+    g = plan.geo
+    ends = [q + s * (b - a - 1) + 1 for q, s, a, b in zip(r.q0, g.strides, r.i0, r.i1, strict=True)]
+    begin, limit = (0, *r.q0, 0), (x_l.shape[0], *ends, x_l.shape[-1])
+    return lax.slice(x_l, begin, limit, (1, *g.strides, 1))
+
+
+def _pad_axes(a: jax.Array, config: list[tuple[int, int, int]]) -> jax.Array:
+    full = [(0, 0, 0), *config, (0, 0, 0)]
+    if all(c == (0, 0, 0) for c in full):
+        return a
+    return lax.pad(a, np.array(0, a.dtype), full)
+
+
+def _on_outputs(part: jax.Array, plan: Im2colPlan, r: TapRange) -> jax.Array:
+    """``part``, tap ``r``'s products for outputs ``i0 <= i < i1``, on the whole output grid
+    (zeros where the tap reads padding)."""
+    g = plan.geo
+    return _pad_axes(part, [(a, o - b, 0) for a, b, o in zip(r.i0, r.i1, g.out, strict=True)])
+
+
+def _padded_input(x_l: jax.Array, plan: Im2colPlan) -> jax.Array:
+    """``Xp``: the channels-last input zero-padded."""
+    return _pad_axes(x_l, [(lo, hi, 0) for lo, hi in plan.geo.padding])
+
+
+def _padded_window(xp: jax.Array, plan: Im2colPlan, tap: tuple[int, ...]) -> jax.Array:
+    """``Xa``: the cells of ``xp`` that tap ``a`` reads for every output, ``(N, *out, C)``."""
+    g = plan.geo
+    starts = [d * a for d, a in zip(g.dilations, tap, strict=True)]
+    ends = [b + s * (o - 1) + 1 for b, s, o in zip(starts, g.strides, g.out, strict=True)]
+    begin, limit = (0, *starts, 0), (xp.shape[0], *ends, xp.shape[-1])
+    return lax.slice(xp, begin, limit, (1, *g.strides, 1))
+
+
+def _on_padded_input(part: jax.Array, plan: Im2colPlan, tap: tuple[int, ...]) -> jax.Array:
+    """Adjoint of :func:`_padded_window`: ``part`` on the cells of ``Xp`` it came from."""
+    g = plan.geo
+    config = []
+    for n, (lo, hi), d, a, s, o in zip(
+        g.spatial, g.padding, g.dilations, tap, g.strides, g.out, strict=True
+    ):
+        config.append((d * a, n + lo + hi - d * a - (s * (o - 1) + 1), s - 1))
+    return _pad_axes(part, config)
+
+
+def _product(spec: str, a: jax.Array, b: jax.Array, plan: Im2colPlan) -> jax.Array:
+    acc = accumulation_dtype(a.dtype)
+    return jnp.einsum(spec, a, b, precision=plan.cfg.precision, preferred_element_type=acc)
+
+
+def _sum(terms: list[jax.Array], shape: tuple[int, ...], dtype) -> jax.Array:
+    """The tap terms added up (zeros when no tap reads the input: all padding)."""
+    if not terms:
+        return jnp.zeros(shape, dtype)
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
+def _forward(x, w, b, plan: Im2colPlan) -> jax.Array:
+    g = plan.geo
+    x_l, k = plan.to_last(x), _kernel(w, plan)
+    spec = plan.spec("n...gc,gco->n...go")
+    terms = [
+        _on_outputs(
+            plan.ungrouped(
+                _product(spec, plan.grouped(_input_window(x_l, plan, r)), plan.tap(k, t), plan)
+            ),
+            plan,
+            r,
+        )
+        for t, r in plan.taps
+    ]
+    acc = accumulation_dtype(x.dtype) or np.result_type(x.dtype, w.dtype)
+    y = _sum(terms, (g.n, *g.out, g.c_out), acc)
+    if b is not None:
+        y = y + b.astype(y.dtype).reshape((1,) * (y.ndim - 1) + (-1,))
+    return plan.from_last(y.astype(plan.out_dtype))
+
+
+def _run(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: MethodPlan) -> jax.Array:
+    return _im2col_conv(x, w, b, Im2colPlan.of(plan))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _im2col_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: Im2colPlan):
+    return materialized(_forward(x, w, b, plan))
+
+
+def _im2col_conv_fwd(x, w, b, plan):
+    # Residuals: the two operands (dX needs w, dW needs x); the windows are rebuilt.
+    return materialized(_forward(x, w, b, plan)), (x, w, b is not None)
+
+
+def _im2col_conv_bwd(plan, res, dy):
+    x, w, has_bias = res
+    dx, dw = _grads(plan, materialized(x, after=dy), w, dy)
+    db = bias_grad(dy, plan.cfg, x.dtype) if has_bias else None
+    return materialized(dx), dw, db
+
+
+def _grads(plan: Im2colPlan, x, w, dy):
+    """dL/dX and dL/dW (module doc), every tap over every output, on the padded grid.
+
+    Unlike the forward, these sums read the whole of ``dY`` per tap, with no window of it
+    copied (measured: the per-tap windows of ``dY`` made the ResNet train step 15-20%
+    slower). dX needs nothing more: what lands on the padding is cropped. dW multiplies the
+    zero padding by ``dY``, which a non-finite ``dY`` makes NaN where XLA's convolution
+    multiplies nothing: then the direct rule's dW is taken (a select after the fact, so the
+    common case runs outside any conditional).
+    """
+    g = plan.geo
+    xp = _padded_input(plan.to_last(x), plan)
+    dy_g, k = plan.grouped(plan.to_last(dy)), _kernel(w, plan)
+    taps = list(itertools.product(*(range(kk) for kk in g.kernel)))
+    # dW[a]^T = dY^T @ Xa: the product contracts the batch and pixels, the major axes of
+    # both operands, and XLA:CPU copies one operand transposed first; with dY that side,
+    # the copy is one per layer and not one per tap.
+    dw_spec, dx_spec = plan.spec("n...go,n...gc->goc"), plan.spec("n...go,gco->n...gc")
+    dk = jnp.stack(
+        [_product(dw_spec, dy_g, plan.grouped(_padded_window(xp, plan, tap)), plan) for tap in taps]
+    ).reshape((g.taps, g.groups, g.c_out_g, g.c_in_g))
+    dw = _kernel_back(dk.transpose(0, 1, 3, 2), plan).astype(plan.in_dtype)
+    parts = [
+        _on_padded_input(plan.ungrouped(_product(dx_spec, dy_g, plan.tap(k, t), plan)), plan, tap)
+        for t, tap in enumerate(taps)
+    ]
+    dx_l = _pad_axes(_sum(parts, (), None), [(-lo, -hi, 0) for lo, hi in g.padding])
+    dx = plan.from_last(dx_l.astype(plan.in_dtype))
+    if any(lo or hi for lo, hi in g.padding):
+        dw = lax.cond(
+            all_finite(dy),
+            lambda dw, x, dy: dw,
+            lambda dw, x, dy: weight_grad(x, dy, w.shape, plan.cfg),
+            dw,
+            x,
+            dy,
+        )
+    return dx, dw
+
+
+_im2col_conv.defvjp(_im2col_conv_fwd, _im2col_conv_bwd)
+
+
+# ---------------------------------------------------------------------------------------
+# The cost model's entry: ``3 * 2*N*O*Cg*P*K`` flops of matrix products at an effective rate
+# that falls with the contraction length ``Cg`` below ``c0`` (a 3-channel stem multiplies
+# 3-long rows), plus, per tap and pass, one copy of the tap's input window and one of its
+# output-sized product -- at cache speed while one such array fits in ``cache`` bytes, at
+# memory speed beyond -- and a fixed cost per tap and pass. Fitted on convolutions timed
+# forward + backward on the 2-core CPU: the benchmark networks' dense 3x3 layers (32-128
+# channels, 16x16 to 4x4, batch 32, arrays of 0.25-1 MB) run 1.1-1.4x faster than XLA's
+# convolution, their 3-channel stems 1.6-2.6x slower, their 2x2/2 downsampling layers
+# within 5% either way, and a 64-channel 3x3 layer at 32x32 (4 MB arrays) 1.3x slower.
+# On a GPU cuDNN's convolution is the dense kernel to beat and K launches per pass are not:
+# the rate and the fixed cost per tap keep ``auto`` on ``direct`` there.
+
+CALIBRATION: dict[str, dict[str, float]] = {
+    "cpu": {
+        "rate": 60e9,
+        "c0": 32.0,
+        "bw": 20e9,
+        "cache": 2.0**21,
+        "bw_mem": 6e9,
+        "fixed": 30e-6,
+        "tap_fixed": 40e-6,
+    },
+    "gpu": {
+        "rate": 30e12,
+        "c0": 64.0,
+        "bw": 2e12,
+        "cache": 2.0**40,
+        "bw_mem": 2e12,
+        "fixed": 250e-6,
+        "tap_fixed": 60e-6,
+    },
+}
+
+
+def _cost(g: Geometry, item: int, backend: str) -> Cost:
+    c = CALIBRATION[backend]
+    p, k = math.prod(g.out), g.taps
+    flops = 3 * 2 * g.n * g.c_out * g.c_in_g * p * k
+    rate = c["rate"] * min(1.0, g.c_in_g / c["c0"])
+    tap_array = item * g.n * max(g.c_in, g.c_out) * p
+    bw = c["bw"] if tap_array <= c["cache"] else c["bw_mem"]
+    bytes_ = 3 * k * item * (g.n * g.c_in * p + g.n * g.c_out * p)
+    seconds = flops / rate + bytes_ / bw + c["fixed"] + 3 * k * c["tap_fixed"]
+    return Cost(flops, bytes_, seconds, f"{k} channel matrix products")
+
+
+METHOD = Method(name="im2col", supports=im2col_unsupported_reason, cost=_cost, run=_run, exact=True)
