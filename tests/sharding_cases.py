@@ -145,6 +145,9 @@ CASES: dict[str, Case] = {
     ),
     "conv-auto": Case(lambda x, w: jaxconv.conv(x, w, padding=1), (W,)),
     "conv-matmul": Case(lambda x, w: jaxconv.conv(x, w, method="matmul"), (POINTWISE,)),
+    "conv-im2col": Case(
+        lambda x, w: jaxconv.conv(x, w, stride=2, padding=1, method="im2col"), (W,)
+    ),
     "max_pool": Case(lambda x: jaxconv.max_pool(x, 2)),
     "avg_pool": Case(lambda x: jaxconv.avg_pool(x, 2)),
     "lp_pool": Case(lambda x: jaxconv.lp_pool(x, 2.0, 2)),

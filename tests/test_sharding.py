@@ -62,6 +62,7 @@ OPS = [
     "conv-shift",  # depthwise: the configuration the shift method exists for
     "conv-auto",  # fft on one device for this 3x3 stem; with 4 devices auto keeps off fft
     "conv-matmul",  # pointwise
+    "conv-im2col",  # dense 3x3, strided and padded: per-tap windows and products
     "max_pool",
     "avg_pool",
     "lp_pool",
