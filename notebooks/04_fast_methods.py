@@ -320,8 +320,8 @@ plt.show()
 # signals with a few huge entries, gradient checks -- do not let `auto` choose the FFT. Ask
 # for `precision=jax.lax.Precision.HIGHEST` (or `"highest"`): `auto` then keeps to the
 # methods that sum each window exactly as the lecture writes it (`direct`, `shift`,
-# `matmul`), for the forward pass and both gradients, and `explain_method` says why the FFT
-# was left out. Naming `method="direct"` does the same for one call.
+# `matmul`, `im2col`), for the forward pass and both gradients, and `explain_method` says
+# why the FFT was left out. Naming `method="direct"` does the same for one call.
 
 # %%
 choice = jaxconv.explain_method(hdr.shape, k31.shape, padding="SAME", precision="highest")
