@@ -10,10 +10,12 @@ stride (``Xs[n,c,i] = Xp[n,c,S*i]``, ``Xp`` padded by ``P`` low) and ``i`` the o
     dL/dX:    dXs zero-inserted by S back onto Xp's grid, the padding cropped  (the adjoint)
 
 Every array contracts over its channel axis in place (``(N, C, *S)`` channels-first,
-``(N, *S, C)`` channels-last), so no layout moves: a network keeps its layout from end to
-end. The only reshapes split the channel axis into groups, which under an explicit mesh
-(``AxisType.Explicit``) keeps a batch- or spatially-sharded operand's sharding inferable at
-every step. Every step is a slice, a pad, a reshape or an ``einsum``, which JAX
+``(N, *S, C)`` channels-last), so no activation moves to the other layout: a network keeps
+its layout from end to end. The only reshapes split the channel axis into groups, which
+under an explicit mesh (``AxisType.Explicit``) keeps a batch- or spatially-sharded operand's
+sharding inferable at every step. One exception, for speed: an unstrided channels-first
+product in a one-device process moves the batch axis behind the channels, whole pixel rows
+at a time, and multiplies ``(O, C) @ (C, N*P)`` (:func:`_merged`). Every step is a slice, a pad, a reshape or an ``einsum``, which JAX
 differentiates in both modes.
 """
 
@@ -124,12 +126,60 @@ def _product(
     return r.astype(out)
 
 
+def _merged(plan: MethodPlan) -> bool:
+    """Channels-first, unstrided, on one device: the products run over ``(G, C, N*P)`` views.
+
+    XLA:CPU computes a channels-first product ``W @ x[n]`` as a transpose of ``x`` to
+    channels-last (element by element) and one matrix product; moving the batch axis behind
+    the channels instead moves whole ``P``-long pixel rows, and the product is one
+    ``(O, C) @ (C, N*P)``: measured on the train steps, MobileNet-style 7-8% and
+    ConvNeXt-style 1-2% faster, no more memory. A strided 1x1 (ResNet's shortcuts) measured
+    4% slower so: its subsampled copy is a pass of its own there. The views merge the batch
+    into the pixels, which an input split along a spatial axis cannot follow without
+    gathering: with more than one device (where the sharding is not visible at trace time)
+    the products stay in the caller's layout.
+    """
+    return (
+        not plan.cfg.channels_last
+        and all(s == 1 for s in plan.geo.strides)
+        and jax.device_count() == 1
+    )
+
+
+def _to_merged(a: jax.Array, plan: MethodPlan, per_group: int) -> jax.Array:
+    """``(N, C, *S)`` -> ``(G, C // G, N*P)`` (pixel rows moved whole)."""
+    n = a.shape[0]
+    a = a.reshape((n, plan.geo.groups, per_group, -1)).transpose(1, 2, 0, 3)
+    return a.reshape((plan.geo.groups, per_group, -1))
+
+
+def _from_merged(a: jax.Array, plan: MethodPlan, spatial: tuple[int, ...]) -> jax.Array:
+    """Inverse of :func:`_to_merged`: ``(G, C // G, N*P)`` -> ``(N, C, *spatial)``."""
+    g, n = plan.geo, plan.geo.n
+    a = a.reshape((g.groups, a.shape[1], n, -1)).transpose(2, 0, 1, 3)
+    return a.reshape((n, g.groups * a.shape[2], *spatial))
+
+
+def _merged_product(spec: str, a: jax.Array, b: jax.Array, plan: MethodPlan, out) -> jax.Array:
+    """A product over grouped ``(G, ., .)`` operands; one group as plain matrices (a
+    batch axis of one would still be a batched product to XLA)."""
+    if plan.geo.groups == 1:
+        spec = spec.replace("g", "")
+        return _product(spec, a[0], b[0], plan, out)[None]
+    return _product(spec, a, b, plan, out)
+
+
 def _forward(x, w, b, plan: MethodPlan) -> jax.Array:
     g, cl = plan.geo, plan.cfg.channels_last
-    xm, wm = _grouped(_subsample(x, plan), plan, g.c_in_g), _kernel(w, plan)
-    spec = _specs(plan, g.ndim)[0]
-    y = _product(spec, wm, xm, plan, plan.out_dtype)
-    y = y.reshape((g.n, *g.out, g.c_out) if cl else (g.n, g.c_out, *g.out))
+    if _merged(plan):
+        xm = _to_merged(_subsample(x, plan), plan, g.c_in_g)
+        ym = _merged_product("goc,gcm->gom", _kernel(w, plan), xm, plan, plan.out_dtype)
+        y = _from_merged(ym, plan, g.out)
+    else:
+        xm, wm = _grouped(_subsample(x, plan), plan, g.c_in_g), _kernel(w, plan)
+        spec = _specs(plan, g.ndim)[0]
+        y = _product(spec, wm, xm, plan, plan.out_dtype)
+        y = y.reshape((g.n, *g.out, g.c_out) if cl else (g.n, g.c_out, *g.out))
     if b is not None:
         axis = y.ndim - 1 if cl else 1
         y = y + b.astype(y.dtype).reshape(channel_shape(y.ndim, axis, g.c_out))
@@ -175,6 +225,15 @@ def _matmul_conv_bwd(plan, res, dy):
 def _grads(plan: MethodPlan, xs, w, dy):
     """dL/dX and dL/dW from the subsampled input (module doc)."""
     g = plan.geo
+    if _merged(plan):
+        xm, dym, wm = (
+            _to_merged(xs, plan, g.c_in_g),
+            _to_merged(dy, plan, g.c_out_g),
+            _kernel(w, plan),
+        )
+        dxm = _merged_product("goc,gom->gcm", wm, dym, plan, plan.in_dtype)
+        dwm = _merged_product("gom,gcm->goc", dym, xm, plan, plan.in_dtype)
+        return _upsample(_from_merged(dxm, plan, g.out), plan), dwm.reshape(w.shape)
     xm, wm, dym = _grouped(xs, plan, g.c_in_g), _kernel(w, plan), _grouped(dy, plan, g.c_out_g)
     _, dx_spec, dw_spec = _specs(plan, g.ndim)
     dxm = _product(dx_spec, wm, dym, plan, plan.in_dtype)
