@@ -334,6 +334,7 @@ CALIBRATION: dict[str, dict[str, float]] = {
         "bw": 20e9,
         "cache": 2.0**21,
         "bw_mem": 6e9,
+        "bw_move": 2e9,
         "fixed": 30e-6,
         "tap_fixed": 40e-6,
     },
@@ -343,6 +344,7 @@ CALIBRATION: dict[str, dict[str, float]] = {
         "bw": 2e12,
         "cache": 2.0**40,
         "bw_mem": 2e12,
+        "bw_move": 1e12,
         "fixed": 250e-6,
         "tap_fixed": 60e-6,
     },
@@ -358,7 +360,13 @@ def _cost(g: Geometry, item: int, backend: str) -> Cost:
     bw = c["bw"] if tap_array <= c["cache"] else c["bw_mem"]
     bytes_ = 3 * k * item * (g.n * g.c_in * p + g.n * g.c_out * p)
     seconds = flops / rate + bytes_ / bw + c["fixed"] + 3 * k * c["tap_fixed"]
-    return Cost(flops, bytes_, seconds, f"{k} channel matrix products")
+    note = f"{k} channel matrix products"
+    if not g.channels_last:  # x and dY move to channels-last, y and dX back
+        moved = 2 * item * (g.n * g.c_in * math.prod(g.spatial) + g.n * g.c_out * p)
+        bytes_ += moved
+        seconds += moved / c["bw_move"]
+        note += ", channels-last inside"
+    return Cost(flops, bytes_, seconds, note)
 
 
 METHOD = Method(name="im2col", supports=im2col_unsupported_reason, cost=_cost, run=_run, exact=True)

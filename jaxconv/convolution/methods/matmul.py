@@ -15,8 +15,8 @@ its layout from end to end. The only reshapes split the channel axis into groups
 under an explicit mesh (``AxisType.Explicit``) keeps a batch- or spatially-sharded operand's
 sharding inferable at every step. One exception, for speed: an unstrided channels-first
 product in a one-device process moves the batch axis behind the channels, whole pixel rows
-at a time, and multiplies ``(O, C) @ (C, N*P)`` (:func:`_merged`). Every step is a slice, a pad, a reshape or an ``einsum``, which JAX
-differentiates in both modes.
+at a time, and multiplies ``(O, C) @ (C, N*P)`` (:func:`_merged`). Every step is a slice,
+a pad, a reshape, a transpose or an ``einsum``, which JAX differentiates in both modes.
 """
 
 from __future__ import annotations

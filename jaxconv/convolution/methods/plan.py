@@ -52,6 +52,7 @@ class Geometry:
     out: tuple[int, ...]
     lhs_dilation: tuple[int, ...] = ()
     batch_group_count: int = 1
+    channels_last: bool = False  # the caller's layout (a method computing in the other pays moves)
 
     @property
     def ndim(self) -> int:
@@ -98,6 +99,7 @@ def geometry(x_shape: Sequence[int], w_shape: Sequence[int], cfg: ConvConfig) ->
         out=out,
         lhs_dilation=cfg.lhs_dilation,
         batch_group_count=cfg.batch_group_count,
+        channels_last=cfg.channels_last,
     )
 
 
