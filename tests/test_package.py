@@ -46,10 +46,10 @@ POOLS = {"max_pool", "avg_pool", "lp_pool", "adaptive_avg_pool", "adaptive_max_p
 
 def test_verify_plan_covers_every_op_before_repeating_one():
     every = [op.name for op in sweep.ops()]
-    methods = {"conv[fft]", "conv[shift]", "conv[matmul]"}
-    assert len(every) == len(set(every)) == 14
+    methods = {"conv[fft]", "conv[shift]", "conv[matmul]", "conv[im2col]"}
+    assert len(every) == len(set(every)) == 15
     assert {"conv", *methods, *conv_cases.CONV_OPS, *POOLS} == set(every)
-    assert [op.name for op in sweep.plan(14)] == every
+    assert [op.name for op in sweep.plan(15)] == every
     assert [op.name for op in sweep.plan(5)] == every[:5]
     assert len(sweep.plan(240)) == 240 and {op.name for op in sweep.plan(240)} == set(every)
 
@@ -57,8 +57,8 @@ def test_verify_plan_covers_every_op_before_repeating_one():
 def test_verify_says_which_ops_a_short_run_covered(capsys):
     assert _cli.main(["verify", "--examples", "2", "--workers", "1"]) == 0
     out = capsys.readouterr().out
-    assert "ops covered (2 of 14): conv, conv[fft]" in out
-    assert "not covered (raise --examples to 14): conv[shift]" in out
+    assert "ops covered (2 of 15): conv, conv[fft]" in out
+    assert "not covered (raise --examples to 15): conv[shift]" in out
 
 
 def test_verify_exits_nonzero_on_a_mismatch(monkeypatch, capsys):
