@@ -344,3 +344,24 @@ def reference_weight_grad_lax(x, w, dy):
     return jax.vjp(
         lambda w: lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), precision="highest"), w
     )[1](dy)[0]
+
+
+@pytest.mark.parametrize("method", ["direct", "fft", "im2col"])
+def test_float64_input_gradient_xla_cpu_used_to_abort_on(method):
+    """XLA:CPU's algebraic simplifier aborted the process compiling this float64 dL/dX (and
+    ``jax.grad`` of lax's): the rule now writes the padding out. Checked against the loops."""
+    with enable_x64():
+        rng = np.random.default_rng(11)
+        x = random_array(rng, (2, 6, 2, 6))
+        w = random_array(rng, (2, 2, 2, 6))
+        kw = dict(stride=(2, 3), padding="FULL", groups=3, channels_last=True)
+        y, vjp = jax.vjp(lambda x, w: jaxconv.conv(x, w, method=method, **kw), x, w)
+        dy = random_array(rng, y.shape)
+        dx, dw = jax.jit(vjp)(dy)
+        ref_kw = {k: v for k, v in kw.items() if k != "channels_last"}
+        to_cf = (0, 3, 1, 2)
+        want_dx = reference.conv_input_grad(
+            np.transpose(dy, to_cf), np.transpose(w, (3, 2, 0, 1)), (2, 6, 6, 2), **ref_kw
+        )
+        np.testing.assert_allclose(np.transpose(dx, to_cf), want_dx, rtol=1e-10, atol=1e-12)
+        assert dw.shape == w.shape
