@@ -198,7 +198,7 @@ def input_grad(
 
 def _explicit_padding(
     a: jax.Array, pads, dilation: Sequence[int], spec
-) -> tuple[jax.Array, list[tuple[int, int]]]:
+) -> tuple[jax.Array, tuple[tuple[int, int], ...]]:
     """``a`` dilated and padded by one ``lax.pad`` (the positive part of the padding), the
     negative part left to the convolution, which then dilates nothing. For 64-bit dtypes
     only: XLA:CPU's algebraic simplifier aborts the process on some float64 dL/dX
@@ -209,7 +209,7 @@ def _explicit_padding(
     for d, (lo, hi), s in zip(spec[2:], pads, dilation, strict=True):
         config[d] = (max(lo, 0), max(hi, 0), s - 1)
         rest.append((min(lo, 0), min(hi, 0)))
-    return lax.pad(a, np.array(0, a.dtype), config), rest
+    return lax.pad(a, np.array(0, a.dtype), config), tuple(rest)
 
 
 def weight_grad(

@@ -34,8 +34,9 @@ operations: at most :data:`MAX_TAPS` kernel taps.
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import functools
 import math
+import operator
 from functools import partial
 
 import jax
@@ -46,7 +47,14 @@ from jax import lax
 from ..._dtypes import accumulation_dtype
 from ..._materialize import materialized
 from ..grads import bias_grad, weight_grad
-from .plan import Geometry, MethodPlan, all_finite, plain_conv_reason
+from .plan import (
+    Geometry,
+    MethodPlan,
+    all_finite,
+    pad_spatial,
+    plain_conv_reason,
+    spatial_window,
+)
 from .registry import Cost, Method
 
 __all__ = ["CALIBRATION", "MAX_TAPS", "METHOD", "im2col_unsupported_reason"]
@@ -106,10 +114,9 @@ class Im2colPlan(MethodPlan):
         return tuple(range(1, 1 + self.geo.ndim))
 
     @property
-    def taps(self) -> list[tuple[int, TapRange]]:
+    def in_bounds_taps(self) -> list[tuple[int, TapRange]]:
         """``(t, range)`` of every tap that reads at least one input cell."""
-        g = self.geo
-        ranges = (tap_range(g, tap) for tap in itertools.product(*(range(k) for k in g.kernel)))
+        ranges = (tap_range(self.geo, tap) for tap in self.geo.tap_offsets)
         return [(t, r) for t, r in enumerate(ranges) if not r.empty]
 
     def to_last(self, a: jax.Array) -> jax.Array:
@@ -169,49 +176,39 @@ def _kernel_back(dk: jax.Array, plan: Im2colPlan) -> jax.Array:
 
 def _input_window(x_l: jax.Array, plan: Im2colPlan, r: TapRange) -> jax.Array:
     """The input cells tap ``r`` reads, ``(N, *(i1 - i0), C)``: a strided slice of ``x``."""
-    g = plan.geo
-    ends = [q + s * (b - a - 1) + 1 for q, s, a, b in zip(r.q0, g.strides, r.i0, r.i1, strict=True)]
-    begin, limit = (0, *r.q0, 0), (x_l.shape[0], *ends, x_l.shape[-1])
-    return lax.slice(x_l, begin, limit, (1, *g.strides, 1))
-
-
-def _pad_axes(a: jax.Array, config: list[tuple[int, int, int]]) -> jax.Array:
-    full = [(0, 0, 0), *config, (0, 0, 0)]
-    if all(c == (0, 0, 0) for c in full):
-        return a
-    return lax.pad(a, np.array(0, a.dtype), full)
+    counts = [b - a for a, b in zip(r.i0, r.i1, strict=True)]
+    return spatial_window(x_l, plan.axes, r.q0, counts, plan.geo.strides)
 
 
 def _on_outputs(part: jax.Array, plan: Im2colPlan, r: TapRange) -> jax.Array:
     """``part``, tap ``r``'s products for outputs ``i0 <= i < i1``, on the whole output grid
     (zeros where the tap reads padding)."""
-    g = plan.geo
-    return _pad_axes(part, [(a, o - b, 0) for a, b, o in zip(r.i0, r.i1, g.out, strict=True)])
+    pads = [(a, o - b, 0) for a, b, o in zip(r.i0, r.i1, plan.geo.out, strict=True)]
+    return pad_spatial(part, plan.axes, pads)
 
 
 def _padded_input(x_l: jax.Array, plan: Im2colPlan) -> jax.Array:
     """``Xp``: the channels-last input zero-padded."""
-    return _pad_axes(x_l, [(lo, hi, 0) for lo, hi in plan.geo.padding])
+    return pad_spatial(x_l, plan.axes, [(lo, hi, 0) for lo, hi in plan.geo.padding])
 
 
 def _padded_window(xp: jax.Array, plan: Im2colPlan, tap: tuple[int, ...]) -> jax.Array:
     """``Xa``: the cells of ``xp`` that tap ``a`` reads for every output, ``(N, *out, C)``."""
     g = plan.geo
     starts = [d * a for d, a in zip(g.dilations, tap, strict=True)]
-    ends = [b + s * (o - 1) + 1 for b, s, o in zip(starts, g.strides, g.out, strict=True)]
-    begin, limit = (0, *starts, 0), (xp.shape[0], *ends, xp.shape[-1])
-    return lax.slice(xp, begin, limit, (1, *g.strides, 1))
+    return spatial_window(xp, plan.axes, starts, g.out, g.strides)
 
 
 def _on_padded_input(part: jax.Array, plan: Im2colPlan, tap: tuple[int, ...]) -> jax.Array:
     """Adjoint of :func:`_padded_window`: ``part`` on the cells of ``Xp`` it came from."""
     g = plan.geo
-    config = []
-    for n, (lo, hi), d, a, s, o in zip(
-        g.spatial, g.padding, g.dilations, tap, g.strides, g.out, strict=True
-    ):
-        config.append((d * a, n + lo + hi - d * a - (s * (o - 1) + 1), s - 1))
-    return _pad_axes(part, config)
+    pads = [
+        (d * a, n + lo + hi - d * a - (s * (o - 1) + 1), s - 1)
+        for n, (lo, hi), d, a, s, o in zip(
+            g.spatial, g.padding, g.dilations, tap, g.strides, g.out, strict=True
+        )
+    ]
+    return pad_spatial(part, plan.axes, pads)
 
 
 def _product(spec: str, a: jax.Array, b: jax.Array, plan: Im2colPlan) -> jax.Array:
@@ -219,17 +216,14 @@ def _product(spec: str, a: jax.Array, b: jax.Array, plan: Im2colPlan) -> jax.Arr
     return jnp.einsum(spec, a, b, precision=plan.cfg.precision, preferred_element_type=acc)
 
 
-def _sum(terms: list[jax.Array], shape: tuple[int, ...], dtype) -> jax.Array:
-    """The tap terms added up (zeros when no tap reads the input: all padding)."""
-    if not terms:
-        return jnp.zeros(shape, dtype)
-    total = terms[0]
-    for t in terms[1:]:
-        total = total + t
-    return total
+def _sum(terms: list[jax.Array]) -> jax.Array:
+    """The tap terms added up, in tap order (one fused loop)."""
+    return functools.reduce(operator.add, terms)
 
 
 def _forward(x, w, b, plan: Im2colPlan) -> jax.Array:
+    """Each tap over the outputs whose window cell is in bounds: no padding is multiplied
+    (a non-finite kernel meets only real cells, as in the loop reference)."""
     g = plan.geo
     x_l, k = plan.to_last(x), _kernel(w, plan)
     spec = plan.spec("n...gc,gco->n...go")
@@ -241,10 +235,13 @@ def _forward(x, w, b, plan: Im2colPlan) -> jax.Array:
             plan,
             r,
         )
-        for t, r in plan.taps
+        for t, r in plan.in_bounds_taps
     ]
-    acc = accumulation_dtype(x.dtype) or np.result_type(x.dtype, w.dtype)
-    y = _sum(terms, (g.n, *g.out, g.c_out), acc)
+    if terms:
+        y = _sum(terms)
+    else:  # every window lies in the padding
+        acc = accumulation_dtype(x.dtype) or np.result_type(x.dtype, w.dtype)
+        y = jnp.zeros((g.n, *g.out, g.c_out), acc)
     if b is not None:
         y = y + b.astype(y.dtype).reshape((1,) * (y.ndim - 1) + (-1,))
     return plan.from_last(y.astype(plan.out_dtype))
@@ -284,7 +281,7 @@ def _grads(plan: Im2colPlan, x, w, dy):
     g = plan.geo
     xp = _padded_input(plan.to_last(x), plan)
     dy_g, k = plan.grouped(plan.to_last(dy)), _kernel(w, plan)
-    taps = list(itertools.product(*(range(kk) for kk in g.kernel)))
+    taps = g.tap_offsets
     # dW[a]^T = dY^T @ Xa: the product contracts the batch and pixels, the major axes of
     # both operands, and XLA:CPU copies one operand transposed first; with dY that side,
     # the copy is one per layer and not one per tap.
@@ -297,7 +294,7 @@ def _grads(plan: Im2colPlan, x, w, dy):
         _on_padded_input(plan.ungrouped(_product(dx_spec, dy_g, plan.tap(k, t), plan)), plan, tap)
         for t, tap in enumerate(taps)
     ]
-    dx_l = _pad_axes(_sum(parts, (), None), [(-lo, -hi, 0) for lo, hi in g.padding])
+    dx_l = pad_spatial(_sum(parts), plan.axes, [(-lo, -hi, 0) for lo, hi in g.padding])
     dx = plan.from_last(dx_l.astype(plan.in_dtype))
     if any(lo or hi for lo, hi in g.padding):
         dw = lax.cond(

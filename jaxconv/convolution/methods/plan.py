@@ -8,6 +8,7 @@ Plain ints in, plain ints out, except for the four layout moves (transposes).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from typing import Self
 
@@ -27,7 +28,9 @@ __all__ = [
     "all_finite",
     "finite_max_abs",
     "geometry",
+    "pad_spatial",
     "plain_conv_reason",
+    "spatial_window",
     "w_from_cf",
     "w_to_cf",
     "x_from_cf",
@@ -70,6 +73,11 @@ class Geometry:
     @property
     def taps(self) -> int:
         return int(np.prod(self.kernel))
+
+    @property
+    def tap_offsets(self) -> list[tuple[int, ...]]:
+        """Every kernel offset ``(a_1, .., a_n)``, row-major: the list index is the tap."""
+        return list(itertools.product(*(range(k) for k in self.kernel)))
 
     @property
     def empty(self) -> bool:
@@ -173,6 +181,37 @@ class MethodPlan:
     def of(cls, plan: MethodPlan) -> Self:
         """The same plan as a method's own subclass (which only adds derived properties)."""
         return cls(**{f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)})
+
+
+# ---------------------------------------------------------------------------------------
+# Windows on the spatial axes, and their adjoints: what the tap-by-tap methods share.
+
+
+def spatial_window(
+    a: jax.Array,
+    axes: Sequence[int],
+    start: Sequence[int],
+    size: Sequence[int],
+    step: Sequence[int],
+) -> jax.Array:
+    """``a[.., start + step*i, ..]`` for ``i < size`` on the spatial ``axes``."""
+    begin, limit, strides = [0] * a.ndim, list(a.shape), [1] * a.ndim
+    for ax, s, t, n in zip(axes, start, step, size, strict=True):
+        begin[ax], limit[ax], strides[ax] = s, s + t * (n - 1) + 1, t
+    return lax.slice(a, tuple(begin), tuple(limit), tuple(strides))
+
+
+def pad_spatial(
+    a: jax.Array, axes: Sequence[int], pads: Sequence[tuple[int, int, int]]
+) -> jax.Array:
+    """``lax.pad`` with zeros on the spatial ``axes`` (``(low, high, interior)`` each; a
+    negative edge crops). The identity when every entry is zero."""
+    config = [(0, 0, 0)] * a.ndim
+    for ax, (lo, hi, interior) in zip(axes, pads, strict=True):
+        config[ax] = (lo, hi, interior)
+    if all(c == (0, 0, 0) for c in config):
+        return a
+    return lax.pad(a, np.array(0, a.dtype), config)
 
 
 def all_finite(*arrays: jax.Array) -> jax.Array:

@@ -27,7 +27,6 @@ operations, so the method is limited to ``C_in // groups <= MAX_GROUP_CHANNELS``
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from functools import partial
 
@@ -38,7 +37,7 @@ from jax import lax
 
 from ..grads import bias_grad
 from .direct import guarded_forward, guarded_grads
-from .plan import Geometry, MethodPlan, plain_conv_reason
+from .plan import Geometry, MethodPlan, pad_spatial, plain_conv_reason, spatial_window
 from .registry import Cost, Method
 
 __all__ = ["CALIBRATION", "MAX_GROUP_CHANNELS", "MAX_TAPS", "METHOD", "shift_unsupported_reason"]
@@ -122,32 +121,6 @@ def _run(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: MethodPlan) -> j
     return _shift_conv(x, w, b, ShiftPlan.of(plan))
 
 
-def _taps(g: Geometry):
-    return itertools.product(*(range(k) for k in g.kernel))
-
-
-def _window(
-    a: jax.Array,
-    axes: tuple[int, ...],
-    start: tuple[int, ...],
-    size: tuple[int, ...],
-    step: tuple[int, ...],
-) -> jax.Array:
-    """``a[.., start + step*i, ..]`` for ``i < size`` on the spatial ``axes``."""
-    begin, limit, strides = [0] * a.ndim, list(a.shape), [1] * a.ndim
-    for ax, s, t, n in zip(axes, start, step, size, strict=True):
-        begin[ax], limit[ax], strides[ax] = s, s + t * (n - 1) + 1, t
-    return lax.slice(a, tuple(begin), tuple(limit), tuple(strides))
-
-
-def _pad(a: jax.Array, axes: tuple[int, ...], pads) -> jax.Array:
-    """``lax.pad`` with zeros on the spatial ``axes`` (``(low, high, interior)`` each)."""
-    config = [(0, 0, 0)] * a.ndim
-    for ax, p in zip(axes, pads, strict=True):
-        config[ax] = p
-    return lax.pad(a, np.array(0, a.dtype), config)
-
-
 def _channel_sum(terms: jax.Array, axis: int) -> jax.Array:
     """Sum a product's per-group channel axis (a squeeze when it has one entry)."""
     if terms.shape[axis] == 1:
@@ -190,10 +163,10 @@ def _input_windows(x_g: jax.Array, plan: ShiftPlan):
     fused bounds checks on every read cost more than one pass over the input.
     """
     g, axes = plan.geo, plan.axes
-    xp = _pad(x_g, axes, [(lo, hi, 0) for lo, hi in g.padding])
-    for tap in _taps(g):
+    xp = pad_spatial(x_g, axes, [(lo, hi, 0) for lo, hi in g.padding])
+    for tap in g.tap_offsets:
         start = tuple(d * a for d, a in zip(g.dilations, tap, strict=True))
-        yield tap, _window(xp, axes, start, g.out, g.strides)
+        yield tap, spatial_window(xp, axes, start, g.out, g.strides)
 
 
 def _forward(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: ShiftPlan) -> jax.Array:
@@ -295,10 +268,10 @@ def _dy_windows(dy_g: jax.Array, plan: ShiftPlan):
         pads.append((low, size + span - 1 - low - (s * (o - 1) + 1), s - 1))
     # Channels-first, the new Og-side axis comes before the spatial ones and moves them.
     axes = plan.axes if plan.last else tuple(a + 1 for a in plan.axes)
-    u = _pad(plan.spread_out(dy_g), axes, pads)
-    for tap in _taps(g):
+    u = pad_spatial(plan.spread_out(dy_g), axes, pads)
+    for tap in g.tap_offsets:
         start = tuple(d * a for d, a in zip(g.dilations, tap, strict=True))
-        yield tap, _window(u, axes, start, g.spatial, (1,) * g.ndim)
+        yield tap, spatial_window(u, axes, start, g.spatial, (1,) * g.ndim)
 
 
 def _shift_grads(plan: ShiftPlan, x, w, dy):
