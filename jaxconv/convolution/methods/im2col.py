@@ -321,6 +321,12 @@ _im2col_conv.defvjp(_im2col_conv_fwd, _im2col_conv_bwd)
 # channels, 16x16 to 4x4, batch 32, arrays of 0.25-1 MB) run 1.1-1.4x faster than XLA's
 # convolution, their 3-channel stems 1.6-2.6x slower, their 2x2/2 downsampling layers
 # within 5% either way, and a 64-channel 3x3 layer at 32x32 (4 MB arrays) 1.3x slower.
+# A channels-first caller pays for the moves to channels-last and back (``bw_move``); the
+# input's moves fuse into the strided windows, so they are charged per window cell read,
+# not per input cell. ``bw_move`` is fitted on the ResNet-style train step channels-first,
+# where timing layers alone misleads (alone, im2col beat XLA's convolution on every dense
+# layer, 1.05-1.4x): in the step its strided layers are 5% faster through im2col and its
+# 16x16 stride-1 layers 8% slower (measured with the same picks elsewhere, round-robin).
 # On a GPU cuDNN's convolution is the dense kernel to beat and K launches per pass are not:
 # the rate and the fixed cost per tap keep ``auto`` on ``direct`` there.
 
@@ -331,7 +337,7 @@ CALIBRATION: dict[str, dict[str, float]] = {
         "bw": 20e9,
         "cache": 2.0**21,
         "bw_mem": 6e9,
-        "bw_move": 2e9,
+        "bw_move": 7e9,
         "fixed": 30e-6,
         "tap_fixed": 40e-6,
     },
@@ -359,7 +365,8 @@ def _cost(g: Geometry, item: int, backend: str) -> Cost:
     seconds = flops / rate + bytes_ / bw + c["fixed"] + 3 * k * c["tap_fixed"]
     note = f"{k} channel matrix products"
     if not g.channels_last:  # x and dY move to channels-last, y and dX back
-        moved = 2 * item * (g.n * g.c_in * math.prod(g.spatial) + g.n * g.c_out * p)
+        read = math.prod(g.spatial) // math.prod(g.strides)  # input cells the windows read
+        moved = 2 * item * (g.n * g.c_in * read + g.n * g.c_out * p)
         bytes_ += moved
         seconds += moved / c["bw_move"]
         note += ", channels-last inside"
