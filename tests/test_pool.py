@@ -499,6 +499,21 @@ def test_large_tiling_windows_are_one_vectorised_reduction(values):
     assert len(jaxpr.eqns) < 60
 
 
+def _primitives(f, x) -> set[str]:
+    """Every primitive in ``f``'s jaxpr, nested ones (the custom_vjp's body) included."""
+    return set(re.findall(r"= ([a-z_]+)\[", str(jax.make_jaxpr(f)(x))))
+
+
+@pytest.mark.parametrize("op", [max_pool, avg_pool])
+def test_small_tiling_windows_take_slices_and_large_ones_one_reduction(op):
+    """One policy (``as_blocks``) for both pools: 2x2 windows are four strided slices (XLA's
+    CPU reduction over 2x2 blocks ran 7x slower), a 16x16 window one reduction."""
+    x = jnp.ones((2, 3, 16, 16))
+    assert not _primitives(lambda a: op(a, 2), x) & {"reduce_sum", "reduce_max"}
+    assert _primitives(lambda a: op(a, 2), x) >= {"slice"}
+    assert _primitives(lambda a: op(a, 16), x) & {"reduce_sum", "reduce_max", "argmax"}
+
+
 def test_empty_batch_flows_through_every_op():
     x = jnp.zeros((0, 3, 6, 6), jnp.float32)
     ops = [

@@ -51,7 +51,7 @@ MAX_UNROLLED_OFFSETS = 16
 
 
 def as_blocks(geom: PoolGeometry) -> bool:
-    """Whether the max pool reduces ``geom``'s windows as blocks rather than offset by offset.
+    """Whether a pool reduces ``geom``'s windows as blocks rather than offset by offset.
 
     Only for tiling windows with many offsets: for small windows the unrolled loop of
     slices is faster, and overlapping windows cannot be reshaped into blocks.

@@ -28,6 +28,7 @@ from ._config import AvgPoolConfig, LpPoolConfig, avg_pool_config, lp_pool_confi
 from ._geometry import PoolGeometry, avg_divisors
 from ._vjp import crop_padding, place_by_phase, spread_blocks
 from ._windows import (
+    as_blocks,
     merge_windows,
     pad_spatial,
     read_mask,
@@ -117,9 +118,11 @@ def _avg_divisor(cfg: AvgPoolConfig, ndim: int, dtype: Any) -> jax.Array:
 
 
 def _window_sum(x: jax.Array, geom: PoolGeometry) -> jax.Array:
-    """``sum_a X_pad[o*s + a*d]`` with zero padding (a reshape-sum when windows tile)."""
+    """``sum_a X_pad[o*s + a*d]`` with zero padding (a reshape-sum when large windows tile;
+    small tiling windows take the slices: XLA:CPU's reduction over 2x2 blocks ran 7x slower
+    than four strided slices added, 14 vs 2 ms on 32x64x64x64, jax 0.10)."""
     xp = pad_spatial(x, geom, 0.0)
-    if geom.non_overlapping:
+    if as_blocks(geom):
         return jnp.sum(split_windows(xp, geom), axis=window_axes(geom.spatial_axes))
     offsets = window_offsets(geom.window)
     total = window_slice(xp, geom, offsets[0])
