@@ -111,7 +111,7 @@ POOL_CASES: dict[str, Case] = {
         partial(jaxconv.max_pool, window=3, stride=2, ceil_mode=True), axis=3
     ),
     "max 2/1 dilated": Case(partial(jaxconv.max_pool, window=2, stride=1, dilation=2)),
-    "max 8 (blocks)": Case(partial(jaxconv.max_pool, window=8)),
+    "max 16 (blocks)": Case(partial(jaxconv.max_pool, window=16)),
     "max 3/2/1 NHWC": Case(
         partial(jaxconv.max_pool, window=3, stride=2, padding=1, channels_last=True),
         shape=NHWC,

@@ -476,11 +476,11 @@ def test_large_tiling_windows_are_one_vectorised_reduction(values):
     # global pooling: 56 x 56 = 3136 offsets must not unroll into 3136 slices
     rng = np.random.default_rng(9)
     with enable_x64():
-        x = pool_array(rng, (2, 3, 12, 10), np.float64, values)
-        dy = jnp.asarray(rng.standard_normal((2, 3, 2, 2)), np.float64)
-        for f, args in [
-            (max_pool, dict(window=(6, 5))),
-            (max_pool, dict(window=(8, 6), padding=(3, 2))),
+        x = pool_array(rng, (2, 3, 18, 20), np.float64, values)
+        dy = jnp.asarray(rng.standard_normal((2, 3, 2, 3)), np.float64)
+        for f, args in [  # more than MAX_UNROLLED_OFFSETS (64) offsets per window
+            (max_pool, dict(window=(9, 10))),
+            (max_pool, dict(window=(12, 8), padding=(3, 2))),
             (adaptive_max_pool, dict(output_size=1)),
         ]:
             g = partial(f, **args)

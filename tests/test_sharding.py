@@ -521,7 +521,7 @@ EXPLICIT_POOL_CASES: dict[str, tuple[Any, tuple, tuple]] = {
         _H_NHWC,
     ),
     "avg_pool/3d/D": (lambda x: jaxconv.avg_pool(x, 2), (4, 3, 4, 4, 4), _H),
-    "max_pool/64-global/batch": (lambda x: jaxconv.max_pool(x, 8), _NCHW, _B),  # blocks
+    "max_pool/256-global/batch": (lambda x: jaxconv.max_pool(x, 16), (4, 3, 16, 16), _B),  # blocks
     # under vmap the split batch is not in the pool's operand types, only in the context mesh
     "avg_pool/vmap/batch": (
         lambda x: jax.vmap(lambda e: jaxconv.avg_pool(e[None], 2)[0])(x),
