@@ -10,7 +10,9 @@ gather through the inverse table (``transpose_adaptive_gather``), never a scatte
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -28,6 +30,7 @@ from ._config import AvgPoolConfig, adaptive_geometry, static_bool
 from ._geometry import AdaptiveGeometry, adaptive_bounds, adaptive_sizes, regular_geometry
 from ._vjp import spread_blocks, transpose_adaptive_gather, winner_blocks
 from ._windows import (
+    MAX_UNROLLED_OFFSETS,
     max_and_winner,
     spatial_constant,
     window_axes,
@@ -119,7 +122,14 @@ def _adaptive_counts(geom: AdaptiveGeometry, ndim: int, dtype: Any) -> jax.Array
 def _adaptive_avg_pool_forward(x: jax.Array, geom: AdaptiveGeometry) -> jax.Array:
     acc = compute_dtype(x.dtype)
     windows = _adaptive_windows(x.astype(acc), geom, 0.0)
-    total = jnp.sum(windows, axis=window_axes(geom.spatial_axes))
+    if math.prod(geom.window) > MAX_UNROLLED_OFFSETS:
+        total = jnp.sum(windows, axis=window_axes(geom.spatial_axes))
+    else:  # small windows: slices added, as avg_pool does (measured: 2.7 vs 4.3 ms, 32 -> 7)
+        total = windows
+        for axis in sorted(window_axes(geom.spatial_axes), reverse=True):
+            k = total.shape[axis]
+            parts = [lax.index_in_dim(total, i, axis, keepdims=False) for i in range(k)]
+            total = functools.reduce(operator.add, parts)
     return (total / _adaptive_counts(geom, x.ndim, acc)).astype(x.dtype)
 
 
@@ -129,7 +139,10 @@ def _adaptive_avg_pool(x: jax.Array, geom: AdaptiveGeometry) -> jax.Array:
 
 
 def _adaptive_avg_pool_fwd(x, geom):
-    return _adaptive_avg_pool_forward(x, geom), None  # linear: no residual
+    # Linear: no residual. The output is stored all the same, as avg_pool's is: a loss that
+    # reads it (grad of sum(y**2) is 2y) would otherwise have XLA recompute the gathered
+    # windows' sums inside the backward's gather (measured: 37 vs 21 ms, 32x64x32x32 -> 7).
+    return materialized(_adaptive_avg_pool_forward(x, geom)), None
 
 
 # Forward:  Y[o] = sum_{l in window o} X[l] / |window o|
