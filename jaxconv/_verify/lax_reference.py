@@ -55,7 +55,7 @@ def lax_conv(
         full = [(0, 0)] * x.ndim
         for d, pr in zip(dn.lhs_spec[2:], pairs, strict=True):
             full[d] = pr
-        x = jnp.pad(x, full, mode=JNP_PAD_MODE[mode]) if mode != "zeros" else jnp.pad(x, full)
+        x = jnp.pad(x, full, mode=JNP_PAD_MODE.get(mode, "constant"))
         pairs = ((0, 0),) * nd
     if flip:
         w = lax.rev(w, dn.rhs_spec[2:])

@@ -15,8 +15,10 @@ axes in place (``max_and_winner``, with ``window_codes``).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,6 +39,7 @@ __all__ = [
     "read_mask",
     "spatial_constant",
     "split_windows",
+    "sum_windows",
     "window_axes",
     "window_offsets",
     "window_codes",
@@ -110,6 +113,20 @@ def window_slice(xp: jax.Array, geom: PoolGeometry, offset: tuple[int, ...]) -> 
 def window_axes(spatial_axes: Sequence[int]) -> tuple[int, ...]:
     """Positions of the window axes ``k_i`` in the block layout ``(.., o_i, k_i, ..)``."""
     return tuple(axis + i + 1 for i, axis in enumerate(spatial_axes))
+
+
+def sum_windows(blocks: jax.Array, spatial_axes: Sequence[int]) -> jax.Array:
+    """Sum the window axes of a block-layout array ``(.., o_i, k_i, ..)``: one reduction for
+    windows of more than :data:`MAX_UNROLLED_OFFSETS` entries, else the entries as slices
+    added in row-major order (XLA:CPU's reduction over short axes is the slower one)."""
+    axes = window_axes(spatial_axes)
+    if math.prod(blocks.shape[a] for a in axes) > MAX_UNROLLED_OFFSETS:
+        return jnp.sum(blocks, axis=axes)
+    total = blocks
+    for axis in reversed(axes):  # the last first: the earlier axes keep their positions
+        parts = [lax.index_in_dim(total, i, axis, keepdims=False) for i in range(total.shape[axis])]
+        total = functools.reduce(operator.add, parts)
+    return total
 
 
 def split_windows(xp: jax.Array, geom: PoolGeometry) -> jax.Array:

@@ -10,9 +10,7 @@ gather through the inverse table (``transpose_adaptive_gather``), never a scatte
 
 from __future__ import annotations
 
-import functools
 import math
-import operator
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -30,9 +28,9 @@ from ._config import AvgPoolConfig, adaptive_geometry, static_bool
 from ._geometry import AdaptiveGeometry, adaptive_bounds, adaptive_sizes, regular_geometry
 from ._vjp import spread_blocks, transpose_adaptive_gather, winner_blocks
 from ._windows import (
-    MAX_UNROLLED_OFFSETS,
     max_and_winner,
     spatial_constant,
+    sum_windows,
     window_axes,
     winner_dtype,
     winner_to_indices,
@@ -122,14 +120,7 @@ def _adaptive_counts(geom: AdaptiveGeometry, ndim: int, dtype: Any) -> jax.Array
 def _adaptive_avg_pool_forward(x: jax.Array, geom: AdaptiveGeometry) -> jax.Array:
     acc = compute_dtype(x.dtype)
     windows = _adaptive_windows(x.astype(acc), geom, 0.0)
-    if math.prod(geom.window) > MAX_UNROLLED_OFFSETS:
-        total = jnp.sum(windows, axis=window_axes(geom.spatial_axes))
-    else:  # small windows: slices added, as avg_pool does (measured: 2.7 vs 4.3 ms, 32 -> 7)
-        total = windows
-        for axis in sorted(window_axes(geom.spatial_axes), reverse=True):
-            k = total.shape[axis]
-            parts = [lax.index_in_dim(total, i, axis, keepdims=False) for i in range(k)]
-            total = functools.reduce(operator.add, parts)
+    total = sum_windows(windows, geom.spatial_axes)  # small windows: 2.7 vs 4.3 ms, 32 -> 7
     return (total / _adaptive_counts(geom, x.ndim, acc)).astype(x.dtype)
 
 

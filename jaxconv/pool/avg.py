@@ -34,7 +34,7 @@ from ._windows import (
     read_mask,
     spatial_constant,
     split_windows,
-    window_axes,
+    sum_windows,
     window_offsets,
     window_slice,
 )
@@ -123,7 +123,7 @@ def _window_sum(x: jax.Array, geom: PoolGeometry) -> jax.Array:
     than four strided slices added, 14 vs 2 ms on 32x64x64x64, jax 0.10)."""
     xp = pad_spatial(x, geom, 0.0)
     if as_blocks(geom):
-        return jnp.sum(split_windows(xp, geom), axis=window_axes(geom.spatial_axes))
+        return sum_windows(split_windows(xp, geom), geom.spatial_axes)
     offsets = window_offsets(geom.window)
     total = window_slice(xp, geom, offsets[0])
     for offset in offsets[1:]:

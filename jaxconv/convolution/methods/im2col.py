@@ -54,6 +54,7 @@ from .plan import (
     pad_spatial,
     plain_conv_reason,
     spatial_window,
+    tap_window,
 )
 from .registry import Cost, Method
 
@@ -192,15 +193,8 @@ def _padded_input(x_l: jax.Array, plan: Im2colPlan) -> jax.Array:
     return pad_spatial(x_l, plan.axes, [(lo, hi, 0) for lo, hi in plan.geo.padding])
 
 
-def _padded_window(xp: jax.Array, plan: Im2colPlan, tap: tuple[int, ...]) -> jax.Array:
-    """``Xa``: the cells of ``xp`` that tap ``a`` reads for every output, ``(N, *out, C)``."""
-    g = plan.geo
-    starts = [d * a for d, a in zip(g.dilations, tap, strict=True)]
-    return spatial_window(xp, plan.axes, starts, g.out, g.strides)
-
-
 def _on_padded_input(part: jax.Array, plan: Im2colPlan, tap: tuple[int, ...]) -> jax.Array:
-    """Adjoint of :func:`_padded_window`: ``part`` on the cells of ``Xp`` it came from."""
+    """Adjoint of :func:`tap_window`: ``part`` on the cells of ``Xp`` it came from."""
     g = plan.geo
     pads = [
         (d * a, n + lo + hi - d * a - (s * (o - 1) + 1), s - 1)
@@ -286,9 +280,9 @@ def _grads(plan: Im2colPlan, x, w, dy):
     # both operands, and XLA:CPU copies one operand transposed first; with dY that side,
     # the copy is one per layer and not one per tap.
     dw_spec, dx_spec = plan.spec("n...go,n...gc->goc"), plan.spec("n...go,gco->n...gc")
-    dk = jnp.stack(
-        [_product(dw_spec, dy_g, plan.grouped(_padded_window(xp, plan, tap)), plan) for tap in taps]
-    ).reshape((g.taps, g.groups, g.c_out_g, g.c_in_g))
+    windows = (plan.grouped(tap_window(xp, plan.axes, g, tap)) for tap in taps)
+    dk = jnp.stack([_product(dw_spec, dy_g, xa, plan) for xa in windows])
+    dk = dk.reshape((g.taps, g.groups, g.c_out_g, g.c_in_g))
     dw = _kernel_back(dk.transpose(0, 1, 3, 2), plan).astype(plan.in_dtype)
     parts = [
         _on_padded_input(plan.ungrouped(_product(dx_spec, dy_g, plan.tap(k, t), plan)), plan, tap)

@@ -31,6 +31,7 @@ __all__ = [
     "pad_spatial",
     "plain_conv_reason",
     "spatial_window",
+    "tap_window",
     "w_from_cf",
     "w_to_cf",
     "x_from_cf",
@@ -199,6 +200,13 @@ def spatial_window(
     for ax, s, t, n in zip(axes, start, step, size, strict=True):
         begin[ax], limit[ax], strides[ax] = s, s + t * (n - 1) + 1, t
     return lax.slice(a, tuple(begin), tuple(limit), tuple(strides))
+
+
+def tap_window(xp: jax.Array, axes: Sequence[int], g: Geometry, tap: Sequence[int]) -> jax.Array:
+    """``Xa``: the cells of the padded input ``xp`` that kernel tap ``a`` reads for every
+    output, ``xp[.., D*a + S*i, ..]`` for ``i < out``."""
+    start = [d * a for d, a in zip(g.dilations, tap, strict=True)]
+    return spatial_window(xp, axes, start, g.out, g.strides)
 
 
 def pad_spatial(

@@ -37,7 +37,14 @@ from jax import lax
 
 from ..grads import bias_grad
 from .direct import guarded_forward, guarded_grads
-from .plan import Geometry, MethodPlan, pad_spatial, plain_conv_reason, spatial_window
+from .plan import (
+    Geometry,
+    MethodPlan,
+    pad_spatial,
+    plain_conv_reason,
+    spatial_window,
+    tap_window,
+)
 from .registry import Cost, Method
 
 __all__ = ["CALIBRATION", "MAX_GROUP_CHANNELS", "MAX_TAPS", "METHOD", "shift_unsupported_reason"]
@@ -165,8 +172,7 @@ def _input_windows(x_g: jax.Array, plan: ShiftPlan):
     g, axes = plan.geo, plan.axes
     xp = pad_spatial(x_g, axes, [(lo, hi, 0) for lo, hi in g.padding])
     for tap in g.tap_offsets:
-        start = tuple(d * a for d, a in zip(g.dilations, tap, strict=True))
-        yield tap, spatial_window(xp, axes, start, g.out, g.strides)
+        yield tap, tap_window(xp, axes, g, tap)
 
 
 def _forward(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: ShiftPlan) -> jax.Array:
