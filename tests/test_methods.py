@@ -477,6 +477,29 @@ def test_im2col_never_multiplies_the_padding():
     np.testing.assert_allclose(np.asarray(got)[finite], want[finite], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(("n", "groups"), [(0, 1), (1, 1), (5, 1), (7, 3)])
+def test_im2col_backward_batch_chunks_add_up(n, groups, channels_last):
+    """The backward runs :data:`BACKWARD_CHUNKS` patch-matrix products per pass over parts of
+    the batch (parts of 1 and 2 for a batch of 5 or 7, none for an empty one); their sum is
+    the direct rule's VJP, and the traced backward has exactly two products per part (an
+    empty batch traces no product at all)."""
+    from jaxconv.convolution.methods.im2col import BACKWARD_CHUNKS
+
+    rng = np.random.default_rng(n)
+    x_shape, w_shape = (n, 6, 7, 5), (6, 6 // groups, 3, 2)
+    if channels_last:
+        x_shape, w_shape = (n, 7, 5, 6), (3, 2, 6 // groups, 6)
+    x, w = random_array(rng, x_shape, np.float32), random_array(rng, w_shape, np.float32)
+    kw = dict(stride=(2, 1), padding=1, groups=groups, channels_last=channels_last)
+    assert_vjp_matches(_conv("im2col", **kw), _conv("direct", **kw), (x, w))
+    ct = jnp.ones(jax.eval_shape(_conv("im2col", **kw), x, w).shape)
+    backward = jax.make_jaxpr(lambda x, w: jax.vjp(_conv("im2col", **kw), x, w)[1](ct))(x, w)
+    taps = 6  # 3x2: the forward's products, one per in-bounds tap
+    products = str(backward).count("dot_general")
+    assert products == (taps + 2 * min(BACKWARD_CHUNKS, n) if n else 0)
+
+
 def test_input_dilation_configs_stay_direct():
     """``conv`` never dilates the input, but a config that does is not for fft/shift."""
     import dataclasses
