@@ -318,16 +318,15 @@ def _grads(plan: Im2colPlan, x, w, dy):
     k_cols = k.reshape((g.groups, g.taps * g.c_in_g, g.c_out_g))
     k_cols = k_cols[0] if g.groups == 1 else k_cols
     dw_spec, dx_spec = plan.spec("npgo,npgk->gok"), plan.spec("npgo,gko->npgk")
-    dk_t, dxs = None, []
-    parts = plan.backward_chunks
+    dks, dxs = [], []
+    chunks = plan.backward_chunks
     for xc, dyc in zip(
-        _batch_chunks(plan.to_last(x), parts), _batch_chunks(plan.to_last(dy), parts), strict=True
+        _batch_chunks(plan.to_last(x), chunks), _batch_chunks(plan.to_last(dy), chunks), strict=True
     ):
         nb = xc.shape[0]
         dy_g = plan.grouped(dyc)
         dy2 = dy_g.reshape((nb, math.prod(g.out), *dy_g.shape[1 + g.ndim :]))
-        part = _product(dw_spec, dy2, _patches(_padded_input(xc, plan), plan), plan)
-        dk_t = part if dk_t is None else dk_t + part
+        dks.append(_product(dw_spec, dy2, _patches(_padded_input(xc, plan), plan), plan))
         dcols = _product(dx_spec, dy2, k_cols, plan)
         dcols = dcols.reshape((nb, *g.out, *dcols.shape[2:-1], g.taps, g.c_in_g))
         parts = [
@@ -335,7 +334,7 @@ def _grads(plan: Im2colPlan, x, w, dy):
             for t, tap in enumerate(g.tap_offsets)
         ]
         dxs.append(pad_spatial(_sum(parts), plan.axes, [(-lo, -hi, 0) for lo, hi in g.padding]))
-    dk = dk_t.reshape((g.groups, g.c_out_g, g.taps, g.c_in_g)).transpose(2, 0, 3, 1)
+    dk = _sum(dks).reshape((g.groups, g.c_out_g, g.taps, g.c_in_g)).transpose(2, 0, 3, 1)
     dw = _kernel_back(dk, plan).astype(plan.in_dtype)
     dx_l = dxs[0] if len(dxs) == 1 else jnp.concatenate(dxs, axis=0)
     dx = plan.from_last(dx_l.astype(plan.in_dtype))
