@@ -514,6 +514,18 @@ def test_small_tiling_windows_take_slices_and_large_ones_one_reduction(op):
     assert _primitives(lambda a: op(a, 16), x) & {"reduce_sum", "reduce_max", "argmax"}
 
 
+@pytest.mark.parametrize("op", [adaptive_max_pool, adaptive_avg_pool])
+def test_adaptive_backward_takes_slices_not_a_gather(op):
+    """Windows that do not tile (32 -> 7): the backward reads the per-window values through
+    slices, never a gather (XLA:CPU's gather made the avg pool's backward 17-20 ms on
+    32x64x32x32, against 0.7 ms for a copy); the forward may gather its windows."""
+    x = jnp.ones((2, 3, 32, 9))
+    _, vjp = jax.vjp(lambda b: op(b, (7, 4)), x)
+    backward = str(jax.make_jaxpr(vjp)(jnp.ones((2, 3, 7, 4))))
+    assert "gather" not in backward
+    assert "concatenate" in backward
+
+
 def test_empty_batch_flows_through_every_op():
     x = jnp.zeros((0, 3, 6, 6), jnp.float32)
     ops = [
