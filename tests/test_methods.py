@@ -478,13 +478,26 @@ def test_im2col_never_multiplies_the_padding():
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize(("n", "groups"), [(0, 1), (1, 1), (5, 1), (7, 3)])
-def test_im2col_backward_batch_chunks_add_up(n, groups, channels_last):
-    """The backward runs :data:`BACKWARD_CHUNKS` patch-matrix products per pass over parts of
-    the batch (parts of 1 and 2 for a batch of 5 or 7, none for an empty one); their sum is
-    the direct rule's VJP, and the traced backward has exactly two products per part (an
-    empty batch traces no product at all)."""
-    from jaxconv.convolution.methods.im2col import BACKWARD_CHUNKS
+@pytest.mark.parametrize(
+    ("n", "groups", "images_per_chunk", "products"),
+    [
+        (0, 1, None, 0),  # an empty batch traces no product at all
+        (1, 1, None, 1),
+        (5, 1, None, 4),  # chunks of 1 and 2 images
+        (7, 3, None, 4),
+        (12, 1, 2, 6),  # more chunks while one chunk's patch matrix is too large
+        (3, 1, 0, "taps"),  # one image's patch matrix is too large: one product per tap
+        (40, 1, 1, "taps"),  # more chunks than MAX_CHUNKS: one product per tap
+    ],
+)
+def test_im2col_backward_chunks_add_up(
+    monkeypatch, n, groups, images_per_chunk, products, channels_last
+):
+    """The patch-matrix backward runs two products per batch chunk (at least
+    :data:`BACKWARD_CHUNKS` chunks, more while a chunk's patch matrix exceeds
+    :data:`PATCH_BYTES`), the per-tap backward two per tap; either way the sum is the direct
+    rule's VJP."""
+    from jaxconv.convolution.methods import im2col
 
     rng = np.random.default_rng(n)
     x_shape, w_shape = (n, 6, 7, 5), (6, 6 // groups, 3, 2)
@@ -492,12 +505,16 @@ def test_im2col_backward_batch_chunks_add_up(n, groups, channels_last):
         x_shape, w_shape = (n, 7, 5, 6), (3, 2, 6 // groups, 6)
     x, w = random_array(rng, x_shape, np.float32), random_array(rng, w_shape, np.float32)
     kw = dict(stride=(2, 1), padding=1, groups=groups, channels_last=channels_last)
+    taps, out_pixels = 6, 4 * 6  # a 3x2 kernel; (7, 5) -> (4, 6)
+    if images_per_chunk is not None:
+        image = 4 * out_pixels * taps * 6  # float32 bytes of one image's patch matrix
+        monkeypatch.setattr(im2col, "PATCH_BYTES", max(images_per_chunk * image, image - 1))
     assert_vjp_matches(_conv("im2col", **kw), _conv("direct", **kw), (x, w))
     ct = jnp.ones(jax.eval_shape(_conv("im2col", **kw), x, w).shape)
+    assert ct.shape[2 if not channels_last else 1 :][:2] == (4, 6)
     backward = jax.make_jaxpr(lambda x, w: jax.vjp(_conv("im2col", **kw), x, w)[1](ct))(x, w)
-    taps = 6  # 3x2: the forward's products, one per in-bounds tap
-    products = str(backward).count("dot_general")
-    assert products == (taps + 2 * min(BACKWARD_CHUNKS, n) if n else 0)
+    want = 0 if n == 0 else taps + 2 * (taps if products == "taps" else products)
+    assert str(backward).count("dot_general") == want
 
 
 def test_input_dilation_configs_stay_direct():
