@@ -5,9 +5,10 @@ one matrix product with the kernel. The forward multiplies that matrix one colum
 a time and never builds it: tap ``a`` (a kernel offset) reads the input window ``Xa``, a
 strided slice of the zero-padded input, and contributes one channel matrix product over the
 outputs whose cell is in bounds. The backward builds it, one batch chunk at a time, and
-takes one product per pass and chunk (:func:`_grads`). Per group (``Cg`` input, ``Og``
-output channels), with ``Xp`` the padded input, stride ``S``, dilation ``D`` and ``i`` the
-output pixels (one spatial axis shown; the others are alike)::
+takes one product per pass and chunk (:func:`_patch_grads`), or, where the patch matrix
+would be large, one product per tap and pass (:func:`_tap_grads`). Per group (``Cg``
+input, ``Og`` output channels), with ``Xp`` the padded input, stride ``S``, dilation ``D``
+and ``i`` the output pixels (one spatial axis shown; the others are alike)::
 
     Xa[n,i,c]    = Xp[n, S*i + D*a, c]                               (the tap's window)
     Forward:  Y[n,i,o]   = sum_a sum_c Xa[n,i,c] W[a,c,o]           (Y = sum_a Xa @ W[a])
