@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from ..._dtypes import accumulation_dtype
 from ..._shapes import channel_shape
@@ -238,10 +239,19 @@ def _grads(plan: MethodPlan, xs, w, dy):
     _, dx_spec, dw_spec = _specs(plan, g.ndim)
     dxm = _product(dx_spec, wm, dym, plan, plan.in_dtype)
     # dW sums over the batch and every pixel: under an explicit mesh that splits them, the
-    # product needs its output sharding (the same as the direct rule's).
-    dwm = _product(dw_spec, dym, xm, plan, plan.in_dtype, weight_grad_sharding(xs, dy, w))
+    # product needs its output sharding (the same as the direct rule's). The product's
+    # (G, ., .) matrices have none of the kernel's axes, so it is replicated, and a kernel
+    # sharded in its type gets its own sharding back after the reshape (jax 0.12 types
+    # even a replicated kernel with a spec of the kernel's rank, which no product output
+    # of another rank accepts).
+    own = weight_grad_sharding(xs, dy, w)
+    flat = None if own is None else NamedSharding(own.mesh, PartitionSpec())
+    dwm = _product(dw_spec, dym, xm, plan, plan.in_dtype, flat)
     dw = dwm.transpose(1, 0, 2) if plan.cfg.channels_last else dwm  # (G, Cg, Og) / (G, Og, Cg)
-    return _upsample(dxm.reshape(xs.shape), plan), dw.reshape(w.shape)
+    dw = dw.reshape(w.shape)
+    if own is not None and any(p is not None for p in own.spec):
+        dw = jax.sharding.reshard(dw, own)
+    return _upsample(dxm.reshape(xs.shape), plan), dw
 
 
 _matmul_conv.defvjp(_matmul_conv_fwd, _matmul_conv_bwd)
