@@ -22,14 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._geometry import (
-    AdaptiveGeometry,
-    PoolGeometry,
-    adaptive_bounds,
-    adaptive_inverse,
-    offset_phase,
-    phase_length,
-)
+from ._geometry import AdaptiveGeometry, PoolGeometry, adaptive_inverse, offset_phase, phase_length
 from ._windows import merge_windows, pad_axes, window_axes, window_offsets
 
 __all__ = [
@@ -241,29 +234,28 @@ def spread_adaptive(g: jax.Array, geom: AdaptiveGeometry) -> jax.Array:
     """``dX[l] = sum_{o: start_o <= l < end_o} G[o]``: each window's value ``G[o]`` (output
     resolution) on every input position of its adaptive window, one dimension at a time.
 
-    The windows holding ``l`` are consecutive, ``first(l), first(l) + 1, ..``; slot ``t``
-    reads ``G[first(l) + t]``, which is ``G`` repeated along the axis by static run lengths
-    (broadcast slices, concatenated: no gather), selected away where ``l`` lies in fewer
-    than ``t + 1`` windows, so a non-finite ``G[o]`` reaches only window ``o``'s cells. The
-    slots are added in order. (Through a gather with the inverse table, what the adaptive
-    max pool still does with its per-offset values, 32x64x32x32 -> 7x7 took 17-20 ms.)
+    The windows holding ``l`` are consecutive (the inverse table lists them in order), from
+    ``first(l)``; slot ``t`` reads ``G[first(l) + t]``, which is ``G`` repeated along the
+    axis by static run lengths (broadcast slices, concatenated: no gather), selected away
+    where ``l`` lies in fewer than ``t + 1`` windows, so a non-finite ``G[o]`` reaches only
+    window ``o``'s cells. The slots are added in order. (Through a gather with the inverse
+    table, what the adaptive max pool still does with its per-offset values, 32x64x32x32 ->
+    7x7 took 17-20 ms.)
     """
     for i, axis in enumerate(geom.spatial_axes):
-        bounds = adaptive_bounds(geom.in_size[i], geom.out_size[i])
-        n = geom.in_size[i]
-        holders = [[o for o, (lo, hi) in enumerate(bounds) if lo <= j < hi] for j in range(n)]
-        first = np.array([h[0] for h in holders])
-        count = np.array([len(h) for h in holders])
-        total = None
-        for t in range(int(count.max())):
-            term = _take_runs(g, np.minimum(first + t, len(bounds) - 1), axis)
+        n, o = geom.in_size[i], geom.out_size[i]
+        inverse = np.asarray(adaptive_inverse(n, o))
+        sentinel = o * geom.window[i]
+        first, count = inverse[:, 0] // geom.window[i], np.sum(inverse != sentinel, axis=1)
+        shape = [1] * g.ndim
+        shape[axis] = n
+        slots = []
+        for t in range(inverse.shape[1]):
+            slot = _take_runs(g, np.minimum(first + t, o - 1), axis)
             if (count <= t).any():
-                shape = [1] * g.ndim
-                shape[axis] = count.size
-                term = jnp.where((count > t).reshape(shape), term, jnp.zeros((), g.dtype))
-            total = term if total is None else total + term
-        assert total is not None
-        g = total
+                slot = jnp.where((count > t).reshape(shape), slot, jnp.zeros((), g.dtype))
+            slots.append(slot)
+        g = functools.reduce(operator.add, slots)
     return g
 
 
@@ -271,22 +263,18 @@ def _take_runs(g: jax.Array, index: np.ndarray, axis: int) -> jax.Array:
     """``g[.., index[j], ..]`` for a static ``index`` made of runs that repeat one entry or
     step by one: a broadcast slice or a slice of ``g`` per run, concatenated (XLA:CPU's
     gather loops are several times slower than these copies)."""
-    cuts = [0]
-    while cuts[-1] < index.size:
-        lo, hi = cuts[-1], cuts[-1] + 1
-        step = int(index[hi] - index[lo]) if hi < index.size else 0
+    pieces, lo = [], 0
+    while lo < index.size:
+        start, hi = int(index[lo]), lo + 1
+        step = int(index[hi] - index[lo]) if hi < index.size else 1
         if step in (0, 1):
             while hi < index.size and index[hi] - index[hi - 1] == step:
                 hi += 1
-        cuts.append(hi)
-    pieces = []
-    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-        start = int(index[lo])
-        if hi - lo > 1 and index[lo + 1] == index[lo]:  # a repeated entry
-            piece = lax.slice_in_dim(g, start, start + 1, axis=axis)
+        if step == 0:  # one entry, repeated
             shape = list(g.shape)
             shape[axis] = hi - lo
-            pieces.append(jnp.broadcast_to(piece, shape))
-        else:
+            pieces.append(jnp.broadcast_to(lax.slice_in_dim(g, start, start + 1, axis=axis), shape))
+        else:  # consecutive entries (one, where the index jumps)
             pieces.append(lax.slice_in_dim(g, start, start + hi - lo, axis=axis))
+        lo = hi
     return pieces[0] if len(pieces) == 1 else lax.concatenate(pieces, axis)

@@ -22,12 +22,11 @@ want innermost, so the method computes channels-last: a channels-first array mov
 channels-last on the way in and back on the way out (the moves fuse into the slices and
 the tap sums). The forward's K products are summed in one fused loop, stored once
 (:func:`materialized`), so the next layer's consumers read one array rather than re-adding
-K partial products each. The
-backward re-slices ``x`` after ``dY`` exists (``materialized(after=dY)``): otherwise XLA
-merges the backward's K windows of ``x`` with the forward's and keeps them all alive from
-the forward to the backward (measured: 3-5x a network's activation memory). Every step is
-a pad, a slice, a transpose, a reshape or an ``einsum``, which JAX differentiates in both
-modes.
+K partial products each. The backward re-slices ``x`` after ``dY`` exists
+(``materialized(after=dY)``): otherwise XLA merges the backward's K windows of ``x`` with
+the forward's and keeps them all alive from the forward to the backward (measured: 3-5x a
+network's activation memory). Every step is a pad, a slice, a transpose, a reshape or an
+``einsum``, which JAX differentiates in both modes.
 
 It pays for its speed in passes: each tap's window is a copy of the input and each tap's
 product a copy of the output, so for few input channels (a 3-channel stem) the copies
@@ -242,6 +241,17 @@ def _on_padded_input(part: jax.Array, plan: Im2colPlan, tap: tuple[int, ...]) ->
     return pad_spatial(part, plan.axes, pads)
 
 
+def _on_input(parts: list[jax.Array], plan: Im2colPlan) -> jax.Array:
+    """dX (channels-last) from each tap's grouped ``dY @ W[a]^T``, in tap order: every part
+    on the cells of ``Xp`` it came from, added up, the padding cropped."""
+    g = plan.geo
+    placed = [
+        _on_padded_input(plan.ungrouped(part), plan, tap)
+        for part, tap in zip(parts, g.tap_offsets, strict=True)
+    ]
+    return pad_spatial(_sum(placed), plan.axes, [(-lo, -hi, 0) for lo, hi in g.padding])
+
+
 def _product(spec: str, a: jax.Array, b: jax.Array, plan: Im2colPlan) -> jax.Array:
     acc = accumulation_dtype(a.dtype)
     return jnp.einsum(spec, a, b, precision=plan.cfg.precision, preferred_element_type=acc)
@@ -294,16 +304,16 @@ def _im2col_conv_fwd(x, w, b, plan):
 
 def _im2col_conv_bwd(plan, res, dy):
     x, w, has_bias = res
-    grads = _patch_grads if plan.backward_chunks else _tap_grads
-    dx, dw = grads(plan, materialized(x, after=dy), w, dy)
+    x, chunks = materialized(x, after=dy), plan.backward_chunks
+    dx, dw = _patch_grads(plan, x, w, dy, chunks) if chunks else _tap_grads(plan, x, w, dy)
     db = bias_grad(dy, plan.cfg, x.dtype) if has_bias else None
     return materialized(dx), dw, db
 
 
 def _batch_chunks(a: jax.Array, parts: int) -> list[jax.Array]:
-    """``a`` cut along its batch axis into at most ``parts`` near-equal parts."""
+    """``a`` cut along its batch axis into ``parts`` near-equal parts (``1 <= parts <= N``:
+    :attr:`Im2colPlan.backward_chunks`)."""
     n = a.shape[0]
-    parts = max(1, min(parts, n))
     bounds = [n * i // parts for i in range(parts + 1)]
     return [a[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
@@ -319,7 +329,7 @@ def _patches(xp: jax.Array, plan: Im2colPlan) -> jax.Array:
     return cols.reshape((xp.shape[0], math.prod(g.out), *cols.shape[1 + g.ndim : -2], -1))
 
 
-def _patch_grads(plan: Im2colPlan, x, w, dy):
+def _patch_grads(plan: Im2colPlan, x, w, dy, chunks: int):
     """dL/dW and dL/dX (module doc) with the patch matrix built, one batch chunk at a time.
 
     Per chunk, dW takes one product of ``dY`` with the chunk's patch matrix (``dW^T = dY^T @
@@ -342,7 +352,6 @@ def _patch_grads(plan: Im2colPlan, x, w, dy):
     k_cols = k_cols[0] if g.groups == 1 else k_cols
     dw_spec, dx_spec = plan.spec("npgo,npgk->gok"), plan.spec("npgo,gko->npgk")
     dks, dxs = [], []
-    chunks = plan.backward_chunks
     for xc, dyc in zip(
         _batch_chunks(plan.to_last(x), chunks), _batch_chunks(plan.to_last(dy), chunks), strict=True
     ):
@@ -352,11 +361,7 @@ def _patch_grads(plan: Im2colPlan, x, w, dy):
         dks.append(_product(dw_spec, dy2, _patches(_padded_input(xc, plan), plan), plan))
         dcols = _product(dx_spec, dy2, k_cols, plan)
         dcols = dcols.reshape((nb, *g.out, *dcols.shape[2:-1], g.taps, g.c_in_g))
-        parts = [
-            _on_padded_input(plan.ungrouped(dcols[..., t, :]), plan, tap)
-            for t, tap in enumerate(g.tap_offsets)
-        ]
-        dxs.append(pad_spatial(_sum(parts), plan.axes, [(-lo, -hi, 0) for lo, hi in g.padding]))
+        dxs.append(_on_input([dcols[..., t, :] for t in range(g.taps)], plan))
     dk = _sum(dks).reshape((g.groups, g.c_out_g, g.taps, g.c_in_g)).transpose(2, 0, 3, 1)
     dw = _kernel_back(dk, plan).astype(plan.in_dtype)
     dx_l = dxs[0] if len(dxs) == 1 else jnp.concatenate(dxs, axis=0)
@@ -383,11 +388,7 @@ def _tap_grads(plan: Im2colPlan, x, w, dy):
     dk = jnp.stack([_product(dw_spec, dy_g, xa, plan) for xa in windows])
     dk = dk.reshape((g.taps, g.groups, g.c_out_g, g.c_in_g))
     dw = _kernel_back(dk.transpose(0, 1, 3, 2), plan).astype(plan.in_dtype)
-    parts = [
-        _on_padded_input(plan.ungrouped(_product(dx_spec, dy_g, plan.tap(k, t), plan)), plan, tap)
-        for t, tap in enumerate(taps)
-    ]
-    dx_l = pad_spatial(_sum(parts), plan.axes, [(-lo, -hi, 0) for lo, hi in g.padding])
+    dx_l = _on_input([_product(dx_spec, dy_g, plan.tap(k, t), plan) for t in range(g.taps)], plan)
     dx = plan.from_last(dx_l.astype(plan.in_dtype))
     return dx, _finite_padding_dw(plan, dw, x, w, dy)
 
